@@ -1,0 +1,90 @@
+"""GpuCluster: one cluster of one SKU, as one ScalableUnit resource per scalable unit.
+
+Granularity: a scalable unit (32 HGX nodes, or 8 NVL72 racks) is the unit that is built, cabled,
+provisioned and upgraded together, so it is one resource managing its nodes in bulk. A 100k-GPU site is
+then a few hundred resources, not tens of thousands (see the README, "Scale").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from fjord.components._outputs import plain
+from fjord.sizing.site import ClusterSize, ScalableUnitSize
+
+
+@dataclass(frozen=True)
+class ScalableUnitArgs:
+    unit: ScalableUnitSize
+    """The sized unit: its nodes with every interface address, its racks and its subnets."""
+    sku: str
+    """GPU SKU of the unit's nodes (catalog name)."""
+
+
+class ScalableUnit(pulumi.ComponentResource):
+    """A scalable unit: its nodes are managed in bulk, their inventory is this resource's output."""
+
+    hosts: pulumi.Output[list[dict[str, Any]]]
+    racks: pulumi.Output[list[str]]
+    subnets: pulumi.Output[dict[str, str]]
+    node_count: pulumi.Output[int]
+
+    def __init__(self, name: str, args: ScalableUnitArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("fjord:components:ScalableUnit", name, None, opts)
+        unit = args.unit
+        self.hosts = plain([n.as_dict() for n in unit.nodes])
+        self.racks = plain(list(unit.racks))
+        self.subnets = plain(dict(unit.subnets))
+        self.node_count = plain(len(unit.nodes))
+        self.register_outputs(
+            {
+                "sku": args.sku,
+                "hosts": self.hosts,
+                "racks": self.racks,
+                "subnets": self.subnets,
+                "node_count": self.node_count,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class GpuClusterArgs:
+    cluster: ClusterSize
+    """The sized cluster: SKU, node and unit counts, racks, compute fabric and its scalable units."""
+
+
+class GpuCluster(pulumi.ComponentResource):
+    """A GPU cluster: its scalable units as children, its size and compute fabric as outputs."""
+
+    gpus: pulumi.Output[int]
+    nodes: pulumi.Output[int]
+    scalable_units: pulumi.Output[int]
+    units: list[ScalableUnit]
+
+    def __init__(self, name: str, args: GpuClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("fjord:components:GpuCluster", name, None, opts)
+        c = args.cluster
+        child = pulumi.ResourceOptions(parent=self)
+        self.units = [
+            ScalableUnit(f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku), child)
+            for u in c.units
+        ]
+        self.gpus = plain(c.gpus)
+        self.nodes = plain(c.nodes)
+        self.scalable_units = plain(c.scalable_units)
+        self.register_outputs(
+            {
+                "sku": c.sku,
+                "tenant": c.tenant,
+                "scheduler": c.scheduler,
+                "hall": c.hall,
+                "gpus": self.gpus,
+                "nodes": self.nodes,
+                "scalable_units": self.scalable_units,
+                "racks": c.racks,
+                "compute_fabric": c.fabric.name,
+            }
+        )

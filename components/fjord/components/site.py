@@ -1,0 +1,63 @@
+"""Site: the root component. Network, Storage and one GpuCluster per cluster, all sized beforehand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from fjord.components._outputs import plain
+from fjord.components.gpu_cluster import GpuCluster, GpuClusterArgs
+from fjord.components.network import Network, NetworkArgs
+from fjord.components.storage import Storage, StorageArgs
+from fjord.sizing.site import SiteSize
+from fjord.spec.models import Site as SiteSpec
+
+
+@dataclass(frozen=True)
+class SiteArgs:
+    spec: SiteSpec
+    """The validated site description."""
+    size: SiteSize
+    """The site as sized by `fjord.sizing.size_site(spec)`; components register exactly this."""
+
+
+def summary(size: SiteSize) -> dict[str, Any]:
+    """The capacity figures a stack exports and `fjord size` reports."""
+    return {
+        "gpus": size.gpus,
+        "nodes": size.nodes,
+        "racks": size.racks,
+        "switches": size.switches,
+        "cables": size.cables,
+        "addresses": size.addresses,
+        "it_mw": round(size.power.it_kw / 1000, 3),
+        "facility_mw": round(size.power.facility_kw / 1000, 3),
+        "headroom_mw": round(size.power.headroom_kw / 1000, 3),
+    }
+
+
+class Site(pulumi.ComponentResource):
+    """A GPU site. Its outputs carry the capacity summary and the host inventory."""
+
+    network: Network
+    storage: Storage
+    clusters: dict[str, GpuCluster]
+    summary: pulumi.Output[dict[str, Any]]
+    inventory: pulumi.Output[list[dict[str, Any]]]
+
+    def __init__(self, name: str, args: SiteArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("fjord:components:Site", name, None, opts)
+        size = args.size
+        child = pulumi.ResourceOptions(parent=self)
+        self.network = Network(f"{name}-network", NetworkArgs(size.fabrics, size.pools), child)
+        self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
+        self.clusters = {
+            c.name: GpuCluster(f"{name}-{c.name}", GpuClusterArgs(c), child) for c in size.clusters
+        }
+        self.summary = plain(summary(size))
+        self.inventory = plain([n.as_dict() for n in size.hosts()])
+        # The inventory is registered once per scalable unit and exported once by the stack; registering
+        # it here too would store every host a third time.
+        self.register_outputs({"summary": self.summary})

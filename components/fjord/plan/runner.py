@@ -1,0 +1,84 @@
+"""Run the plan worker for each stack in its own process (the mock root stack is per process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_RESOURCES_PER_STACK = 2000
+"""Scale rule: Pulumi slows down badly past this many resources in one stack."""
+
+EXIT_REJECTED = 3
+
+
+class PlanError(RuntimeError):
+    """A stack could not be planned: its site was rejected, or the program failed."""
+
+    def __init__(self, stack: str, lines: Sequence[str]) -> None:
+        self.stack = stack
+        self.lines = list(lines)
+        super().__init__(f"stack {stack}: " + "; ".join(self.lines))
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    stack: str
+    data: dict[str, Any]
+
+    @property
+    def resources(self) -> int:
+        return int(self.data["resources"])
+
+    @property
+    def over_budget(self) -> bool:
+        return self.resources > MAX_RESOURCES_PER_STACK
+
+
+def _plan_one(stack: str, stacks_dir: Path | None) -> StackPlan:
+    cmd = [sys.executable, "-m", "fjord.plan.worker", stack]
+    if stacks_dir is not None:
+        cmd.append(str(stacks_dir))
+    env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode == EXIT_REJECTED:
+        problems = json.loads(proc.stdout)
+        raise PlanError(
+            stack, [f"{problems['source']}: {p}" if problems["source"] else p for p in problems["problems"]]
+        )
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
+        raise PlanError(stack, [f"the Pulumi program failed (exit {proc.returncode}): {tail[0]}"])
+    return StackPlan(stack, json.loads(proc.stdout))
+
+
+def plan_stacks(
+    stacks: Sequence[str],
+    stacks_dir: Path | None = None,
+    jobs: int | None = None,
+    on_done: Callable[[str], None] | None = None,
+) -> list[StackPlan]:
+    """Plan every stack, in parallel processes; raise the first PlanError in stack order."""
+    workers = max(1, min(len(stacks), jobs or os.cpu_count() or 1))
+
+    def task(stack: str) -> StackPlan | PlanError:
+        try:
+            return _plan_one(stack, stacks_dir)
+        except PlanError as exc:
+            return exc
+        finally:
+            if on_done is not None:
+                on_done(stack)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(task, stacks))
+    for r in results:
+        if isinstance(r, PlanError):
+            raise r
+    return [r for r in results if isinstance(r, StackPlan)]

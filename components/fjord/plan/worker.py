@@ -1,0 +1,108 @@
+"""Plan one stack in this process and print the result as JSON (run by the runner, one per stack).
+
+Exit codes: 0 planned; 3 the site was rejected (problems on stdout as JSON); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from fjord.plan.mocks import STACK_TYPE, PlanMocks, RecordingMonitor
+from fjord.spec.errors import SiteError
+from fjord.spec.load import SITE_KEY, StackConfig, read_stack
+
+EXIT_REJECTED = 3
+
+
+def pulumi_config(cfg: StackConfig) -> dict[str, str]:
+    """The config map the Pulumi CLI would hand the program: strings as-is, everything else as JSON."""
+    values: dict[str, Any] = dict(cfg.config)
+    if not cfg.embedded_default:
+        values[SITE_KEY] = cfg.site
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def stack_outputs() -> dict[str, Any]:
+    """The values the program exported, resolved (the mock root stack never re-registers them).
+
+    Each output is awaited on its own: `Output.all` would first lift every nested value of the
+    inventory into an Output, seconds for a large site.
+    """
+    root = pulumi.runtime.settings.get_root_resource()
+    exported: dict[str, pulumi.Output[Any]] = getattr(root, "outputs", {})
+
+    async def resolve() -> dict[str, Any]:
+        return {k: await v.future() if isinstance(v, pulumi.Output) else v for k, v in exported.items()}
+
+    return _sync_await(resolve())
+
+
+def run(cfg: StackConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    pulumi.runtime.set_all_config(pulumi_config(cfg), secret_keys=list(cfg.secret_keys))
+    mocks = PlanMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="fjord", stack=cfg.stack, preview=True, monitor=monitor)
+
+    from fjord import program  # imported after set_mocks, as Pulumi's testing guide requires
+
+    _sync_await(run_pulumi_func(program.main))
+    regs = monitor.registrations
+    by_urn = {r.urn: r for r in regs}
+    by_component: Counter[str] = Counter()
+    for r in regs:
+        parent = by_urn.get(r.parent)
+        while parent is not None and parent.type != STACK_TYPE:
+            by_component[parent.urn] += 1
+            parent = by_urn.get(parent.parent)
+    tree = [
+        {"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom}
+        for r in regs
+        if r.type != STACK_TYPE
+    ]
+    outputs = stack_outputs()
+    inventory = outputs.get("inventory") or []
+    return {
+        "stack": cfg.stack,
+        "site": outputs.get("site"),
+        "resources": len(regs),
+        "duplicates": monitor.duplicates,
+        "by_type": dict(Counter(r.type for r in regs)),
+        "by_component": {by_urn[u].name: n for u, n in by_component.items()},
+        "summary": outputs.get("summary", {}),
+        "inventory_hosts": len(inventory),
+        "tree": tree,
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv: list[str]) -> int:
+    stack, folder = argv[0], Path(argv[1]) if len(argv) > 1 else None
+    try:
+        cfg = read_stack(stack, folder)
+        result = run(cfg)
+    except SiteError as exc:
+        json.dump({"stack": stack, "problems": exc.lines(), "source": exc.source}, sys.stdout)
+        return EXIT_REJECTED
+    json.dump(result, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    # A throwaway process: skip interpreter teardown, where the Pulumi SDK's private event loop
+    # reports a spurious "Invalid file descriptor" from its destructor.
+    os._exit(code)

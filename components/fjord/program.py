@@ -1,0 +1,37 @@
+"""The Pulumi program: read the stack's site, validate and size it, then build the Site.
+
+The same entry point runs under the Pulumi CLI (`pulumi up -s <stack>`, via the root `__main__.py`) and
+under the mock runtime of `fjord plan`. Validation and sizing happen before the first resource is
+registered, so a rejected site changes nothing.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from fjord.components.site import Site, SiteArgs
+from fjord.sizing.site import size_site
+from fjord.spec.errors import Problem, SiteError
+from fjord.spec.load import DEFAULT_STACK, default_site, load_site
+
+
+def main() -> Site:
+    config = pulumi.Config("fjord")
+    stack = pulumi.get_stack()
+    raw = config.get_object("site")
+    if raw is None:
+        if stack != DEFAULT_STACK:
+            raise SiteError(
+                [Problem("fjord:site", None, "is missing from the stack config")], f"stack {stack}"
+            )
+        raw = default_site()
+    spec = load_site(raw, source=f"stack {stack}")
+    try:
+        size = size_site(spec)
+    except SiteError as exc:
+        raise SiteError(exc.problems, f"stack {stack}") from None
+    site = Site(spec.name, SiteArgs(spec=spec, size=size))
+    pulumi.export("site", spec.name)
+    pulumi.export("summary", site.summary)
+    pulumi.export("inventory", site.inventory)
+    return site

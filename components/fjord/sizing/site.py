@@ -1,0 +1,449 @@
+"""Size a whole site: clusters, scalable units, racks in halls, fabrics, addresses, power, inventory.
+
+`size_site` is the single entry point. It is pure and fast (100k GPUs well under a second), and it
+raises `SiteError` naming every field whose value makes the site impossible, before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil, floor
+from typing import Any, Literal
+
+from fjord.sizing.fabric import (
+    FabricSize,
+    leaf_spine_leaves,
+    max_endpoints,
+    rail_optimised_leaves,
+    size_fabric,
+)
+from fjord.sizing.ipam import Allocator, Subnet
+from fjord.spec.errors import Problem, SiteError
+from fjord.spec.models import Cluster, Site
+
+SWITCHES_PER_NETWORK_RACK = 16
+"""Switches one network rack holds (spine and core tiers, and leaves of the non-compute fabrics)."""
+
+PURPOSES = ("bmc", "management", "compute", "storage")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One GPU node (an HGX server or an NVL72 compute tray) with an address on every interface."""
+
+    name: str
+    cluster: str
+    scalable_unit: int
+    rack: str
+    hall: str
+    bmc: str
+    management: str
+    compute: tuple[str, ...]
+    storage: str
+    role: str = "gpu"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "cluster": self.cluster,
+            "scalable_unit": self.scalable_unit,
+            "rack": self.rack,
+            "hall": self.hall,
+            "bmc_address": self.bmc,
+            "management_address": self.management,
+            "compute_addresses": list(self.compute),
+            "storage_address": self.storage,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScalableUnitSize:
+    cluster: str
+    index: int
+    nodes: tuple[Node, ...]
+    racks: tuple[str, ...]
+    subnets: dict[str, str]
+    """Purpose -> CIDR of this unit (compute rails as compute-r0, compute-r1, ...)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.cluster}-su{self.index:03d}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSize:
+    name: str
+    sku: str
+    tenant: str
+    scheduler: str
+    hall: str
+    gpus: int
+    nodes: int
+    scalable_units: int
+    nodes_per_su: int
+    nodes_per_rack: int
+    racks: int
+    network_racks: int
+    rack_kw: float
+    compute_kw: float
+    fabric: FabricSize
+    units: tuple[ScalableUnitSize, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HallUse:
+    name: str
+    positions: int
+    compute_racks: int
+    network_racks: int
+    storage_racks: int
+
+    @property
+    def used(self) -> int:
+        return self.compute_racks + self.network_racks + self.storage_racks
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUse:
+    purpose: str
+    supernet: str
+    subnets: int
+    addresses: int
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class PowerUse:
+    compute_kw: float
+    network_kw: float
+    storage_kw: float
+    pue: float
+    budget_kw: float
+
+    @property
+    def it_kw(self) -> float:
+        return self.compute_kw + self.network_kw + self.storage_kw
+
+    @property
+    def facility_kw(self) -> float:
+        return self.it_kw * self.pue
+
+    @property
+    def headroom_kw(self) -> float:
+        return self.budget_kw - self.facility_kw
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSize:
+    site: str
+    clusters: tuple[ClusterSize, ...]
+    fabrics: tuple[FabricSize, ...]
+    """Every fabric instance: one compute fabric per cluster, then the site's storage and OOB fabrics."""
+    halls: tuple[HallUse, ...]
+    pools: tuple[PoolUse, ...]
+    power: PowerUse
+
+    @property
+    def gpus(self) -> int:
+        return sum(c.gpus for c in self.clusters)
+
+    @property
+    def nodes(self) -> int:
+        return sum(c.nodes for c in self.clusters)
+
+    @property
+    def racks(self) -> int:
+        return sum(h.used for h in self.halls)
+
+    @property
+    def switches(self) -> int:
+        return sum(f.switches for f in self.fabrics)
+
+    @property
+    def cables(self) -> int:
+        return sum(f.cables for f in self.fabrics)
+
+    @property
+    def addresses(self) -> int:
+        return sum(p.addresses for p in self.pools)
+
+    def hosts(self) -> list[Node]:
+        return [n for c in self.clusters for u in c.units for n in u.nodes]
+
+
+@dataclass(frozen=True, slots=True)
+class _ClusterShape:
+    """A cluster's node and unit counts, before racks and addresses."""
+
+    nodes: int
+    slots_per_su: int
+    scalable_units: int
+    ufm_slots: int
+
+
+def cluster_shape(cluster: Cluster, site: Site) -> _ClusterShape:
+    """Nodes and scalable units. UFM appliances take node slots of the cluster (H100 SuperPOD: one)."""
+    sku = cluster.gpu
+    fabric = site.fabric(cluster.compute_fabric)
+    per_su = sku.default_nodes_per_su
+    ufm = fabric.ufm_node_slots
+    if cluster.scalable_units is not None:
+        sus = cluster.scalable_units
+        nodes = sus * per_su - ufm
+    else:
+        assert cluster.gpus is not None
+        nodes = cluster.gpus // sku.gpus_per_node
+        sus = ceil((nodes + ufm) / per_su)
+    return _ClusterShape(nodes, per_su, sus, ufm)
+
+
+def _cluster_problems(i: int, cluster: Cluster, site: Site, shape: _ClusterShape) -> list[Problem]:
+    problems: list[Problem] = []
+    sku = cluster.gpu
+    hall = site.hall(cluster.hall)
+    if shape.nodes <= 0:
+        problems.append(
+            Problem(
+                f"clusters[{i}].scalable_units",
+                cluster.scalable_units,
+                f"leaves no GPU node once {shape.ufm_slots} UFM slot(s) are taken; allowed: more units",
+            )
+        )
+    rack_kw = sku.rack_max_kw if sku.rack_max_kw is not None else cluster.rack_nodes * sku.node_max_kw
+    if rack_kw > hall.rack_power_kw:
+        if sku.rack_scale:
+            problems.append(
+                Problem(
+                    f"clusters[{i}].hall",
+                    cluster.hall,
+                    f"an {sku.name} rack draws {rack_kw:.0f} kW and hall {hall.name!r} allows"
+                    f" {hall.rack_power_kw:g} kW per rack; allowed: a hall with racks of >= {rack_kw:.0f} kW",
+                )
+            )
+        else:
+            fit = floor(hall.rack_power_kw / sku.node_max_kw)
+            problems.append(
+                Problem(
+                    f"clusters[{i}].nodes_per_rack",
+                    cluster.rack_nodes,
+                    f"a rack of {cluster.rack_nodes} {sku.name} nodes draws {rack_kw:.1f} kW, over hall"
+                    f" {hall.name!r}'s {hall.rack_power_kw:g} kW per rack; allowed: at most {fit} nodes per rack",
+                )
+            )
+    fabric = site.fabric(cluster.compute_fabric)
+    endpoints = (shape.nodes + shape.ufm_slots) * sku.compute_rails
+    limit = max_endpoints(fabric.switch_model)
+    if endpoints > limit:
+        problems.append(
+            Problem(
+                f"clusters[{i}].compute_fabric",
+                cluster.compute_fabric,
+                f"{endpoints} compute ports exceed the {limit} a three-tier {fabric.switch} fabric can connect;"
+                f" allowed: a larger-radix switch or a smaller cluster",
+            )
+        )
+    return problems
+
+
+def size_site(site: Site) -> SiteSize:
+    """Size the site, or raise SiteError listing every limit it breaks."""
+    problems: list[Problem] = []
+    allocators = {p: Allocator(p, getattr(site.ip_plan, p)) for p in PURPOSES}
+    hall_compute: dict[str, int] = {h.name: 0 for h in site.halls}
+    hall_network: dict[str, int] = {h.name: 0 for h in site.halls}
+    hall_storage: dict[str, int] = {h.name: 0 for h in site.halls}
+
+    shapes = [cluster_shape(c, site) for c in site.clusters]
+    for i, (cluster, shape) in enumerate(zip(site.clusters, shapes, strict=True)):
+        problems += _cluster_problems(i, cluster, site, shape)
+    if problems:
+        raise SiteError(problems)
+
+    clusters: list[ClusterSize] = []
+    for cluster, shape in zip(site.clusters, shapes, strict=True):
+        clusters.append(_size_cluster(site, cluster, shape, allocators, hall_compute))
+        hall_network[cluster.hall] += clusters[-1].network_racks
+
+    total_nodes = sum(c.nodes for c in clusters)
+    site_fabrics: list[FabricSize] = []
+    roles: tuple[Literal["storage", "oob"], ...] = ("storage", "oob")
+    for role in roles:
+        design = site.fabric_for(role)
+        ports = total_nodes * design.ports_per_node
+        leaves = leaf_spine_leaves(design.switch_model, ports)
+        site_fabrics.append(
+            size_fabric(
+                name=design.name,
+                design=design.name,
+                role=role,
+                switch=design.switch_model,
+                leaves=leaves,
+                endpoints=ports,
+                endpoint_cables=ports,
+            )
+        )
+    for tier in site.storage:
+        hall_storage[tier.hall] += tier.racks
+    # Site-wide fabrics serve every node: their switches stand in the hall with the most free positions.
+    free = {
+        h.name: h.rack_positions - hall_compute[h.name] - hall_network[h.name] - hall_storage[h.name]
+        for h in site.halls
+    }
+    core_hall = max(site.halls, key=lambda h: free[h.name]).name
+    hall_network[core_hall] += sum(ceil(f.switches / SWITCHES_PER_NETWORK_RACK) for f in site_fabrics)
+
+    for i, tier in enumerate(site.storage):
+        limit = site.hall(tier.hall).rack_power_kw
+        if tier.power_kw / tier.racks > limit:
+            problems.append(
+                Problem(
+                    f"storage[{i}].power_kw",
+                    tier.power_kw,
+                    f"{tier.power_kw / tier.racks:.1f} kW per rack over hall {tier.hall!r}'s {limit:g} kW;"
+                    f" allowed: at most {limit * tier.racks:g} kW over {tier.racks} racks",
+                )
+            )
+
+    halls = tuple(
+        HallUse(h.name, h.rack_positions, hall_compute[h.name], hall_network[h.name], hall_storage[h.name])
+        for h in site.halls
+    )
+    for i, use in enumerate(halls):
+        if use.used > use.positions:
+            problems.append(
+                Problem(
+                    f"halls[{i}].rack_positions",
+                    use.positions,
+                    f"hall needs {use.used} racks ({use.compute_racks} compute, {use.network_racks} network,"
+                    f" {use.storage_racks} storage); allowed: at most {use.positions} racks",
+                )
+            )
+
+    for purpose, alloc in allocators.items():
+        if alloc.overflow:
+            problems.append(
+                Problem(
+                    f"ip_plan.{purpose}",
+                    str(alloc.supernet),
+                    f"holds {alloc.capacity} addresses but {alloc.subnets} subnets for {alloc.hosts} interfaces"
+                    f" need {alloc.requested}; allowed: a supernet of /{alloc.minimum_prefix()} or larger",
+                )
+            )
+
+    fabrics = tuple([c.fabric for c in clusters] + site_fabrics)
+    power = PowerUse(
+        compute_kw=sum(c.compute_kw for c in clusters),
+        network_kw=sum(f.max_power_kw for f in fabrics),
+        storage_kw=sum(t.power_kw for t in site.storage),
+        pue=site.power.pue,
+        budget_kw=site.power.grid_budget_mw * 1000,
+    )
+    if power.facility_kw > power.budget_kw:
+        problems.append(
+            Problem(
+                "power.grid_budget_mw",
+                site.power.grid_budget_mw,
+                f"the site draws {power.facility_kw / 1000:.2f} MW (IT {power.it_kw / 1000:.2f} MW x PUE"
+                f" {power.pue:g}); allowed: a budget of at least {power.facility_kw / 1000:.2f} MW or a smaller site",
+            )
+        )
+    if problems:
+        raise SiteError(problems)
+
+    pools = tuple(PoolUse(p, str(a.supernet), a.subnets, a.hosts, a.capacity) for p, a in allocators.items())
+    return SiteSize(site.name, tuple(clusters), fabrics, halls, pools, power)
+
+
+def _size_cluster(
+    site: Site,
+    cluster: Cluster,
+    shape: _ClusterShape,
+    allocators: dict[str, Allocator],
+    hall_compute: dict[str, int],
+) -> ClusterSize:
+    sku = cluster.gpu
+    design = site.fabric(cluster.compute_fabric)
+    switch = design.switch_model
+    rails = sku.compute_rails
+    if design.topology == "rail-optimised":
+        leaves = rail_optimised_leaves(switch, shape.scalable_units, shape.slots_per_su, rails)
+    else:
+        leaves = leaf_spine_leaves(switch, (shape.nodes + shape.ufm_slots) * rails)
+    fabric = size_fabric(
+        name=f"{cluster.name}-compute",
+        design=design.name,
+        role="compute",
+        switch=switch,
+        leaves=leaves,
+        endpoints=shape.nodes * rails,
+        endpoint_cables=shape.nodes * rails + design.ufm_cables,
+    )
+    per_rack = cluster.rack_nodes
+    slots = shape.nodes + shape.ufm_slots
+    racks = ceil(slots / per_rack)
+    first_rack = hall_compute[cluster.hall]
+    hall_compute[cluster.hall] += racks
+    network_racks = ceil((fabric.spines + fabric.cores) / SWITCHES_PER_NETWORK_RACK)
+    rack_kw = sku.rack_max_kw if sku.rack_max_kw is not None else per_rack * sku.node_max_kw
+
+    units: list[ScalableUnitSize] = []
+    prefix = f"{site.name}-{cluster.name}"
+    for su in range(shape.scalable_units):
+        first = su * shape.slots_per_su
+        count = min(shape.slots_per_su, shape.nodes - first)
+        subnets: dict[str, Subnet] = {
+            "bmc": allocators["bmc"].allocate(shape.slots_per_su),
+            "management": allocators["management"].allocate(shape.slots_per_su),
+            "storage": allocators["storage"].allocate(shape.slots_per_su),
+        }
+        rail_nets = [allocators["compute"].allocate(shape.slots_per_su) for _ in range(rails)]
+        for r, net in enumerate(rail_nets):
+            subnets[f"compute-r{r}"] = net
+        nodes: list[Node] = []
+        su_racks: list[str] = []
+        for j in range(count):
+            k = first + j
+            rack = f"{cluster.hall}-r{first_rack + k // per_rack + 1:04d}"
+            if not su_racks or su_racks[-1] != rack:
+                su_racks.append(rack)
+            nodes.append(
+                Node(
+                    name=f"{prefix}-su{su:03d}-n{j:03d}",
+                    cluster=cluster.name,
+                    scalable_unit=su,
+                    rack=rack,
+                    hall=cluster.hall,
+                    bmc=subnets["bmc"].host(j),
+                    management=subnets["management"].host(j),
+                    compute=tuple(net.host(j) for net in rail_nets),
+                    storage=subnets["storage"].host(j),
+                )
+            )
+        units.append(
+            ScalableUnitSize(
+                cluster.name,
+                su,
+                tuple(nodes),
+                tuple(su_racks),
+                {k: v.cidr for k, v in subnets.items()},
+            )
+        )
+    return ClusterSize(
+        name=cluster.name,
+        sku=sku.name,
+        tenant=cluster.tenant,
+        scheduler=cluster.scheduler,
+        hall=cluster.hall,
+        gpus=shape.nodes * sku.gpus_per_node,
+        nodes=shape.nodes,
+        scalable_units=shape.scalable_units,
+        nodes_per_su=shape.slots_per_su,
+        nodes_per_rack=per_rack,
+        racks=racks,
+        network_racks=network_racks,
+        rack_kw=rack_kw,
+        compute_kw=shape.nodes * sku.node_max_kw,
+        fabric=fabric,
+        units=tuple(units),
+    )

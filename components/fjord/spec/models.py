@@ -1,0 +1,351 @@
+"""The site description: pydantic v2 models, frozen, unknown keys rejected, cross-field rules checked.
+
+A site is read from the structured stack config `fjord:site` in `stacks/Pulumi.<stack>.yaml`. The models
+check what can be checked from the description alone; checks that need sizing (power, address space,
+hall capacity) live in `fjord.sizing` and run before anything is registered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH, GPU_CATALOG, SWITCH_CATALOG, GpuSku, SwitchModel
+from fjord.spec.errors import Problem, SpecProblems
+
+Name = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"),
+    Field(description="lower-case DNS label: letters, digits and '-', 2-32 characters"),
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duplicates(names: Iterable[str]) -> list[str]:
+    return sorted(n for n, c in Counter(names).items() if c > 1)
+
+
+class Power(_Spec):
+    """The site's grid connection and how efficiently it turns power into compute."""
+
+    grid_budget_mw: float = Field(gt=0, description="Power the grid connection delivers to the site, MW.")
+    pue: float = Field(ge=1.0, le=3.0, description="Power usage effectiveness: facility power / IT power.")
+    energy_source: Literal["hydro", "wind", "solar", "nuclear", "geothermal", "grid-mix"]
+
+
+class Hall(_Spec):
+    """A data hall: rack positions and what each rack position can power and cool."""
+
+    name: Name
+    rack_positions: int = Field(gt=0, description="Rack positions the hall has.")
+    rack_power_kw: float = Field(gt=0, description="Power (and heat) one rack position can take, kW.")
+    cooling: Literal["air", "liquid"] = Field(description="'liquid' halls also take air-cooled racks.")
+
+
+class Fabric(_Spec):
+    """A network fabric design. Compute fabrics are built once per cluster; others serve the whole site."""
+
+    name: Name
+    role: Literal["compute", "storage", "oob"]
+    technology: Literal["infiniband-ndr", "infiniband-xdr", "spectrum-x", "ethernet"]
+    topology: Literal["rail-optimised", "leaf-spine"]
+    switch: str = Field(description="Switch model from the catalog, e.g. QM9700; it sets the radix.")
+    ports_per_node: int = Field(
+        default=1,
+        gt=0,
+        le=16,
+        description="Ports per node on a non-compute fabric (compute uses the SKU's rails).",
+    )
+    ufm_node_slots: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="Node slots of each cluster given to UFM appliances (H100 SuperPOD: 1).",
+    )
+    ufm_cables: int = Field(
+        default=0, ge=0, le=64, description="Fabric cables of the UFM appliances (H100: 4)."
+    )
+
+    @field_validator("switch")
+    @classmethod
+    def _known_switch(cls, v: str) -> str:
+        if v not in SWITCH_CATALOG:
+            raise ValueError(f"unknown switch model; allowed: {', '.join(SWITCH_CATALOG)}")
+        return v
+
+    @model_validator(mode="after")
+    def _switch_fits(self) -> Fabric:
+        sw = SWITCH_CATALOG[self.switch]
+        if sw.technology != self.technology:
+            raise SpecProblems(
+                [
+                    Problem(
+                        "switch",
+                        self.switch,
+                        f"is a {sw.technology} switch; this fabric is {self.technology}",
+                    )
+                ]
+            )
+        if self.role == "compute" and self.technology == "ethernet":
+            raise SpecProblems(
+                [Problem("technology", self.technology, "a compute fabric must be InfiniBand or Spectrum-X")]
+            )
+        return self
+
+    @property
+    def switch_model(self) -> SwitchModel:
+        return SWITCH_CATALOG[self.switch]
+
+
+class Cluster(_Spec):
+    """A GPU cluster: one SKU, sized in GPUs or in scalable units, owned by one tenant."""
+
+    name: Name
+    sku: str = Field(description="GPU SKU from the catalog.")
+    gpus: int | None = Field(default=None, gt=0, description="Size in GPUs; give this or scalable_units.")
+    scalable_units: int | None = Field(default=None, gt=0, description="Size in whole scalable units.")
+    tenant: Name
+    scheduler: Literal["kubernetes", "slurm"]
+    hall: Name = Field(description="The hall the cluster's racks go into.")
+    compute_fabric: Name = Field(description="Name of a fabric with role 'compute'.")
+    nodes_per_rack: int | None = Field(
+        default=None,
+        gt=0,
+        le=64,
+        description="HGX nodes per rack (default from the SKU); fixed at 18 for NVL72.",
+    )
+
+    @field_validator("sku")
+    @classmethod
+    def _known_sku(cls, v: str) -> str:
+        if v not in GPU_CATALOG:
+            raise ValueError(f"unknown GPU SKU; allowed: {', '.join(GPU_CATALOG)}")
+        return v
+
+    @model_validator(mode="after")
+    def _size(self) -> Cluster:
+        problems: list[Problem] = []
+        if (self.gpus is None) == (self.scalable_units is None):
+            problems.append(
+                Problem(
+                    "gpus", self.gpus, "give exactly one of 'gpus' or 'scalable_units' to size the cluster"
+                )
+            )
+        sku = self.gpu
+        if self.gpus is not None:
+            unit = sku.gpus_per_node * (sku.default_nodes_per_rack if sku.rack_scale else 1)
+            what = "NVL72 rack" if sku.rack_scale else "node"
+            if self.gpus % unit:
+                problems.append(
+                    Problem(
+                        "gpus",
+                        self.gpus,
+                        f"{sku.name} comes in whole {what}s of {unit} GPUs; allowed: a multiple of {unit}",
+                    )
+                )
+        if sku.rack_scale and self.nodes_per_rack not in (None, sku.default_nodes_per_rack):
+            problems.append(
+                Problem(
+                    "nodes_per_rack",
+                    self.nodes_per_rack,
+                    f"an {sku.name} rack always holds {sku.default_nodes_per_rack} compute trays",
+                )
+            )
+        if problems:
+            raise SpecProblems(problems)
+        return self
+
+    @property
+    def gpu(self) -> GpuSku:
+        return GPU_CATALOG[self.sku]
+
+    @property
+    def rack_nodes(self) -> int:
+        return self.nodes_per_rack or self.gpu.default_nodes_per_rack
+
+
+IPv4Supernet = Annotated[
+    ipaddress.IPv4Network,
+    Field(description="IPv4 network in CIDR form with no host bits set, e.g. 10.16.0.0/14"),
+]
+
+
+class IpPlan(_Spec):
+    """Supernets per purpose. Every node interface gets one address from the supernet of its purpose."""
+
+    bmc: IPv4Supernet
+    management: IPv4Supernet
+    compute: IPv4Supernet
+    storage: IPv4Supernet
+    kubernetes_pods: IPv4Supernet | None = None
+    kubernetes_services: IPv4Supernet | None = None
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> IpPlan:
+        nets = [(k, v) for k, v in self if v is not None]
+        problems = [
+            Problem(b, str(nb), f"overlaps {a} ({na}); supernets must not overlap")
+            for i, (a, na) in enumerate(nets)
+            for b, nb in nets[i + 1 :]
+            if na.overlaps(nb)
+        ]
+        if problems:
+            raise SpecProblems(problems)
+        return self
+
+
+class StorageTier(_Spec):
+    """A storage tier the site offers: capacity, where it stands and what it draws."""
+
+    name: Name
+    kind: Literal["parallel-fs", "object", "block"]
+    capacity_pb: float = Field(gt=0, description="Usable capacity, PB.")
+    hall: Name
+    racks: int = Field(gt=0, description="Rack positions the tier takes.")
+    power_kw: float = Field(gt=0, description="Max power of the whole tier, kW.")
+    endpoint: str | None = Field(
+        default=None, description="Service endpoint (the S3 URL for an object tier)."
+    )
+
+
+class Software(_Spec):
+    """The software baseline every GPU node runs."""
+
+    os: Literal["ubuntu-22.04", "ubuntu-24.04", "debian-12"]
+    driver_branch: int = Field(ge=470, le=999, description="NVIDIA datacenter driver branch, e.g. 570.")
+    cuda: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+$")] = Field(
+        description="CUDA minor, e.g. 12.8."
+    )
+    kubernetes: Annotated[str, StringConstraints(pattern=r"^1\.(2[5-9]|3[0-7])$")] = Field(
+        description="Kubernetes minor 1.25-1.37, e.g. 1.31."
+    )
+
+    @model_validator(mode="after")
+    def _cuda_needs_driver(self) -> Software:
+        need = CUDA_MIN_DRIVER_BRANCH.get(self.cuda)
+        if need is None:
+            raise SpecProblems(
+                [
+                    Problem(
+                        "cuda",
+                        self.cuda,
+                        f"unknown CUDA release; allowed: {', '.join(CUDA_MIN_DRIVER_BRANCH)}",
+                    )
+                ]
+            )
+        if self.driver_branch < need:
+            raise SpecProblems(
+                [
+                    Problem(
+                        "driver_branch", self.driver_branch, f"CUDA {self.cuda} needs driver branch >= {need}"
+                    )
+                ]
+            )
+        return self
+
+
+class Site(_Spec):
+    """One GPU site: identity, power, halls, fabrics, address plan, storage, clusters and software."""
+
+    name: Name
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(
+        description="ISO 3166-1 alpha-2."
+    )
+    jurisdiction: Literal["EU", "EEA", "UK", "CH"] = Field(description="Legal area the site's data stays in.")
+    region: str = Field(min_length=1, max_length=64)
+    power: Power
+    halls: list[Hall] = Field(min_length=1)
+    fabrics: list[Fabric] = Field(min_length=1)
+    ip_plan: IpPlan
+    storage: list[StorageTier] = Field(default_factory=list)
+    clusters: list[Cluster] = Field(min_length=1)
+    software: Software
+
+    @model_validator(mode="after")
+    def _references(self) -> Site:
+        problems: list[Problem] = []
+        for field, items in (
+            ("halls", self.halls),
+            ("fabrics", self.fabrics),
+            ("storage", self.storage),
+            ("clusters", self.clusters),
+        ):
+            for dup in _duplicates(i.name for i in items):
+                idx = [i.name for i in items].index(dup)
+                problems.append(Problem(f"{field}[{idx}].name", dup, f"names in '{field}' must be unique"))
+        halls = {h.name: h for h in self.halls}
+        fabrics = {f.name: f for f in self.fabrics}
+        compute = sorted(n for n, f in fabrics.items() if f.role == "compute")
+        for role in ("storage", "oob"):
+            count = sum(f.role == role for f in self.fabrics)
+            if count != 1:
+                problems.append(
+                    Problem(
+                        "fabrics",
+                        [f.name for f in self.fabrics],
+                        f"needs exactly one '{role}' fabric, has {count}",
+                    )
+                )
+        for i, c in enumerate(self.clusters):
+            hall = halls.get(c.hall)
+            if hall is None:
+                problems.append(
+                    Problem(
+                        f"clusters[{i}].hall",
+                        c.hall,
+                        f"is not a hall of this site; allowed: {', '.join(halls)}",
+                    )
+                )
+            elif c.gpu.cooling == "liquid" and hall.cooling == "air":
+                problems.append(
+                    Problem(
+                        f"clusters[{i}].hall",
+                        c.hall,
+                        f"{c.sku} needs liquid cooling and hall {hall.name!r} is air-cooled;"
+                        f" allowed: a liquid-cooled hall",
+                    )
+                )
+            if c.compute_fabric not in compute:
+                problems.append(
+                    Problem(
+                        f"clusters[{i}].compute_fabric",
+                        c.compute_fabric,
+                        f"is not a compute fabric of this site; allowed: {', '.join(compute) or '(none defined)'}",
+                    )
+                )
+            if c.gpu.min_driver_branch > self.software.driver_branch:
+                problems.append(
+                    Problem(
+                        "software.driver_branch",
+                        self.software.driver_branch,
+                        f"cluster {c.name!r} ({c.sku}) needs driver branch >= {c.gpu.min_driver_branch}",
+                    )
+                )
+        for i, t in enumerate(self.storage):
+            if t.hall not in halls:
+                problems.append(
+                    Problem(
+                        f"storage[{i}].hall",
+                        t.hall,
+                        f"is not a hall of this site; allowed: {', '.join(halls)}",
+                    )
+                )
+        if problems:
+            raise SpecProblems(problems)
+        return self
+
+    def fabric(self, name: str) -> Fabric:
+        return next(f for f in self.fabrics if f.name == name)
+
+    def fabric_for(self, role: Literal["storage", "oob"]) -> Fabric:
+        return next(f for f in self.fabrics if f.role == role)
+
+    def hall(self, name: str) -> Hall:
+        return next(h for h in self.halls if h.name == name)
