@@ -58,7 +58,8 @@ class Allocator:
         """Addresses asked for, fitting or not (for the error message)."""
         self.overflow = False
 
-    def allocate(self, hosts: int) -> Subnet:
+    def allocate(self, hosts: int, used: int | None = None) -> Subnet:
+        """A subnet sized for `hosts`, of which `used` (default: all) are assigned now."""
         prefix = prefix_for(hosts)
         size = 1 << (32 - prefix)
         base = -(-self._cursor // size) * size
@@ -67,7 +68,7 @@ class Allocator:
         if self._cursor > self._end:
             self.overflow = True
         self.subnets += 1
-        self.hosts += hosts
+        self.hosts += hosts if used is None else used
         return Subnet(base, prefix)
 
     @property

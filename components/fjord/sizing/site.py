@@ -392,12 +392,11 @@ def _size_cluster(
     for su in range(shape.scalable_units):
         first = su * shape.slots_per_su
         count = min(shape.slots_per_su, shape.nodes - first)
+        # Every unit gets full-size subnets, so a partial unit can grow without renumbering.
         subnets: dict[str, Subnet] = {
-            "bmc": allocators["bmc"].allocate(shape.slots_per_su),
-            "management": allocators["management"].allocate(shape.slots_per_su),
-            "storage": allocators["storage"].allocate(shape.slots_per_su),
+            p: allocators[p].allocate(shape.slots_per_su, count) for p in ("bmc", "management", "storage")
         }
-        rail_nets = [allocators["compute"].allocate(shape.slots_per_su) for _ in range(rails)]
+        rail_nets = [allocators["compute"].allocate(shape.slots_per_su, count) for _ in range(rails)]
         for r, net in enumerate(rail_nets):
             subnets[f"compute-r{r}"] = net
         nodes: list[Node] = []

@@ -1,0 +1,329 @@
+"""`fjord`: validate, size and plan GPU sites described in `stacks/Pulumi.<stack>.yaml`.
+
+Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stderr, field path first);
+2 usage errors (Typer); 4 a stack is over the resource budget.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from fjord.plan.runner import MAX_RESOURCES_PER_STACK, PlanError, StackPlan, plan_stacks
+from fjord.sizing.site import SiteSize, size_site
+from fjord.spec.errors import SiteError
+from fjord.spec.load import list_stacks, load_site, read_stack, stacks_dir
+from fjord.spec.models import Site
+
+EXIT_REJECTED = 1
+EXIT_OVER_BUDGET = 4
+
+app = typer.Typer(
+    help="Infrastructure as code for sovereign AI GPU sites. Deploy with `pulumi up -s <stack>`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output (CI logs, GitOps comments) gets wide tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+StackArg = Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")]
+StacksDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def _reject(source: str, lines: list[str]) -> typer.Exit:
+    """Print one line per problem (the first says where) and return the exit to raise."""
+    if len(lines) == 1:
+        err.print(f"[red]error[/red]: {source}: {lines[0]}", highlight=False, soft_wrap=True)
+    else:
+        err.print(f"[red]error[/red]: {source}: {len(lines)} problems", highlight=False, soft_wrap=True)
+        for line in lines:
+            err.print(f"  - {line}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_REJECTED)
+
+
+def _load(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
+    try:
+        cfg = read_stack(stack, folder)
+        source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"
+        site = load_site(cfg.site, source)
+        return site, size_site(site), source
+    except SiteError as exc:
+        raise _reject(exc.source or f"stack {stack}", exc.lines()) from None
+
+
+@app.command()
+def validate(stack: StackArg, stacks_dir_: StacksDir = None) -> None:
+    """Check a site description against the model and the physical limits (power, space, addresses)."""
+    site, size, source = _load(stack, stacks_dir_)
+    out.print(
+        f"[green]ok[/green] {source}: site {site.name} ({site.country}, {site.jurisdiction}), "
+        f"{len(site.clusters)} clusters, {size.gpus:,} GPUs, {size.nodes:,} nodes, "
+        f"{size.power.facility_kw / 1000:,.2f} of {site.power.grid_budget_mw:g} MW",
+        highlight=False,
+    )
+
+
+def size_report(site: Site, size: SiteSize) -> dict[str, Any]:
+    """The capacity report as data: what `fjord size --json` prints."""
+    return {
+        "site": site.name,
+        "totals": {
+            "gpus": size.gpus,
+            "nodes": size.nodes,
+            "racks": size.racks,
+            "switches": size.switches,
+            "cables": size.cables,
+            "addresses": size.addresses,
+        },
+        "clusters": [
+            {
+                "name": c.name,
+                "sku": c.sku,
+                "tenant": c.tenant,
+                "hall": c.hall,
+                "gpus": c.gpus,
+                "nodes": c.nodes,
+                "scalable_units": c.scalable_units,
+                "racks": c.racks,
+                "nodes_per_rack": c.nodes_per_rack,
+                "rack_kw": round(c.rack_kw, 1),
+                "compute_kw": round(c.compute_kw, 1),
+            }
+            for c in size.clusters
+        ],
+        "fabrics": [
+            {
+                "name": f.name,
+                "role": f.role,
+                "switch": f.switch,
+                "tiers": f.tiers,
+                "leaves": f.leaves,
+                "spines": f.spines,
+                "cores": f.cores,
+                "endpoint_cables": f.endpoint_cables,
+                "leaf_spine_cables": f.leaf_spine_cables,
+                "spine_core_cables": f.spine_core_cables,
+                "max_power_kw": round(f.max_power_kw, 1),
+            }
+            for f in size.fabrics
+        ],
+        "halls": [
+            {
+                "name": h.name,
+                "positions": h.positions,
+                "compute_racks": h.compute_racks,
+                "network_racks": h.network_racks,
+                "storage_racks": h.storage_racks,
+                "free": h.positions - h.used,
+            }
+            for h in size.halls
+        ],
+        "ip_plan": [
+            {
+                "purpose": p.purpose,
+                "supernet": p.supernet,
+                "subnets": p.subnets,
+                "addresses": p.addresses,
+                "capacity": p.capacity,
+            }
+            for p in size.pools
+        ],
+        "power": {
+            "compute": round(size.power.compute_kw, 1),
+            "network_kw": round(size.power.network_kw, 1),
+            "storage_kw": round(size.power.storage_kw, 1),
+            "it_kw": round(size.power.it_kw, 1),
+            "pue": size.power.pue,
+            "facility_kw": round(size.power.facility_kw, 1),
+            "budget_kw": round(size.power.budget_kw, 1),
+            "headroom_kw": round(size.power.headroom_kw, 1),
+        },
+    }
+
+
+HEADERS = {
+    "scalable_units": "SUs",
+    "nodes_per_rack": "n/rack",
+    "rack_kw": "rack kW",
+    "compute_kw": "kW",
+    "endpoint_cables": "node cables",
+    "leaf_spine_cables": "leaf-spine",
+    "spine_core_cables": "spine-core",
+    "max_power_kw": "kW",
+    "compute_racks": "compute",
+    "network_racks": "network",
+    "storage_racks": "storage",
+    "network_kw": "network",
+    "storage_kw": "storage",
+    "it_kw": "IT",
+    "facility_kw": "facility",
+    "budget_kw": "budget",
+    "headroom_kw": "headroom",
+    "gpus": "GPUs",
+    "pue": "PUE",
+}
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for key in rows[0]:
+        numeric = isinstance(rows[0][key], int | float)
+        table.add_column(HEADERS.get(key, key.replace("_", " ")), justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int | float) else str(v) for v in row.values()))
+    return table
+
+
+@app.command()
+def size(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
+    """Capacity report: nodes, racks, switches, cables, addresses, power and headroom."""
+    site, sized, _ = _load(stack, stacks_dir_)
+    report = size_report(site, sized)
+    if as_json:
+        out.print_json(data=report)
+        return
+    totals = report["totals"]
+    out.print(
+        f"[bold]{site.name}[/bold]: {totals['gpus']:,} GPUs, {totals['nodes']:,} nodes, {totals['racks']:,} racks, "
+        f"{totals['switches']:,} switches, {totals['cables']:,} cables, {totals['addresses']:,} addresses",
+        highlight=False,
+    )
+    for title, key in (
+        ("Clusters", "clusters"),
+        ("Fabrics", "fabrics"),
+        ("Halls", "halls"),
+        ("IP plan", "ip_plan"),
+    ):
+        out.print(_table(title, report[key]))
+    out.print(_table("Power (kW)", [report["power"]]))
+
+
+def _tree(plan: StackPlan) -> Tree:
+    """Components with their children grouped by type: the shape of the stack at a glance."""
+    data = plan.data
+    nodes = data["tree"]
+    children: dict[str, list[dict[str, Any]]] = {}
+    for n in nodes:
+        children.setdefault(n["parent"], []).append(n)
+    counts = data["by_component"]
+    root = Tree(f"[bold]{plan.stack}[/bold]: {plan.resources} resources (stack included)")
+
+    def add(branch: Tree, parent: str) -> None:
+        leaves: dict[str, int] = {}
+        for n in children.get(parent, []):
+            if n["urn"] in children:
+                sub = branch.add(f"{n['type']} [cyan]{n['name']}[/cyan] ({counts.get(n['name'], 0)} below)")
+                add(sub, n["urn"])
+            else:
+                leaves[n["type"]] = leaves.get(n["type"], 0) + 1
+        for typ, count in leaves.items():
+            branch.add(f"{count} x {typ}")
+
+    tops = {n["parent"] for n in nodes} - {n["urn"] for n in nodes}
+    for top in sorted(tops):
+        add(root, top)
+    return root
+
+
+@app.command()
+def plan(
+    stacks: Annotated[
+        list[str] | None, typer.Argument(help="Stacks to plan; none means every stack in the stacks folder.")
+    ] = None,
+    stacks_dir_: StacksDir = None,
+    as_json: JsonFlag = False,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Stacks planned at once (default: CPUs).")
+    ] = None,
+) -> None:
+    """Run the real Pulumi program offline under Pulumi's mock runtime and summarise what it registers."""
+    folder = stacks_dir(stacks_dir_)
+    names = stacks or list_stacks(folder)
+    if not names:
+        raise _reject(str(folder), ["no Pulumi.<stack>.yaml files here"])
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("planning {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} stacks"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json or not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(", ".join(names), total=len(names))
+        try:
+            plans = plan_stacks(names, folder, jobs, on_done=lambda _s: progress.advance(task))
+        except PlanError as exc:
+            raise _reject(f"stack {exc.stack}", exc.lines) from None
+    over = [p for p in plans if p.over_budget]
+    if as_json:
+        doc = {
+            "max_resources_per_stack": MAX_RESOURCES_PER_STACK,
+            "stacks": {p.stack: p.resources for p in plans},
+            "plans": [{k: v for k, v in p.data.items() if k != "tree"} for p in plans],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        for p in plans:
+            out.print(_tree(p))
+            types = Table(title=f"{p.stack}: resources by type", title_justify="left", header_style="bold")
+            types.add_column("type")
+            types.add_column("count", justify="right")
+            for typ, count in sorted(p.data["by_type"].items(), key=lambda kv: (-kv[1], kv[0])):
+                types.add_row(typ, f"{count:,}")
+            out.print(types)
+        summary = Table(title="Stacks", title_justify="left", header_style="bold")
+        for col in ("stack", "site", "resources", "budget", "GPUs", "nodes", "facility MW", "plan s"):
+            summary.add_column(col, justify="left" if col in ("stack", "site") else "right")
+        for p in plans:
+            s = p.data["summary"]
+            summary.add_row(
+                p.stack,
+                str(p.data["site"]),
+                f"{p.resources:,}",
+                f"{MAX_RESOURCES_PER_STACK:,}",
+                f"{s.get('gpus', 0):,}",
+                f"{s.get('nodes', 0):,}",
+                f"{s.get('facility_mw', 0):,.2f}",
+                f"{p.data['seconds']:.1f}",
+            )
+        out.print(summary)
+    dup = [u for p in plans for u in p.data["duplicates"]]
+    if dup:
+        raise _reject("plan", [f"resource registered twice: {u}" for u in dup])
+    if over:
+        for p in over:
+            err.print(
+                f"[red]error[/red]: stack {p.stack} has {p.resources:,} resources, over the budget of"
+                f" {MAX_RESOURCES_PER_STACK:,} per stack",
+                highlight=False,
+            )
+        raise typer.Exit(EXIT_OVER_BUDGET)
+
+
+@app.command("stacks")
+def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
+    """List the stacks in the stacks folder."""
+    for name in list_stacks(stacks_dir(stacks_dir_)):
+        out.print(name, highlight=False)
+
+
+def main() -> None:
+    app()
