@@ -21,9 +21,7 @@ def main() -> Site:
     raw = config.get_object("site")
     if raw is None:
         if stack != DEFAULT_STACK:
-            raise SiteError(
-                [Problem("fjord:site", None, "is missing from the stack config")], f"stack {stack}"
-            )
+            raise SiteError([Problem("fjord:site", None, "is missing from the stack config")], f"stack {stack}")
         raw = default_site()
     spec = load_site(raw, source=f"stack {stack}")
     try:

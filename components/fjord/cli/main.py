@@ -39,9 +39,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 StackArg = Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")]
 StacksDir = Annotated[
     Path | None,
-    typer.Option(
-        "--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."
-    ),
+    typer.Option("--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
@@ -248,9 +246,7 @@ def plan(
     ] = None,
     stacks_dir_: StacksDir = None,
     as_json: JsonFlag = False,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", help="Stacks planned at once (default: CPUs).")
-    ] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Stacks planned at once (default: CPUs).")] = None,
 ) -> None:
     """Run the real Pulumi program offline under Pulumi's mock runtime and summarise what it registers."""
     folder = stacks_dir(stacks_dir_)
@@ -271,7 +267,7 @@ def plan(
         try:
             plans = plan_stacks(names, folder, jobs, on_done=lambda _s: progress.advance(task))
         except PlanError as exc:
-            raise _reject(f"stack {exc.stack}", exc.lines) from None
+            raise _reject(exc.source, exc.lines) from None
     over = [p for p in plans if p.over_budget]
     if as_json:
         doc = {

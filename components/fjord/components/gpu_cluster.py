@@ -69,8 +69,7 @@ class GpuCluster(pulumi.ComponentResource):
         c = args.cluster
         child = pulumi.ResourceOptions(parent=self)
         self.units = [
-            ScalableUnit(f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku), child)
-            for u in c.units
+            ScalableUnit(f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku), child) for u in c.units
         ]
         self.gpus = plain(c.gpus)
         self.nodes = plain(c.nodes)

@@ -68,9 +68,7 @@ class Network(pulumi.ComponentResource):
         super().__init__("fjord:components:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.fabrics = {f.name: Fabric(f"{name}-fabric-{f.name}", FabricArgs(f), child) for f in args.fabrics}
-        self.pools = {
-            p.purpose: AddressPool(f"{name}-pool-{p.purpose}", AddressPoolArgs(p), child) for p in args.pools
-        }
+        self.pools = {p.purpose: AddressPool(f"{name}-pool-{p.purpose}", AddressPoolArgs(p), child) for p in args.pools}
         self.summary = plain(
             {
                 "switches": sum(f.switches for f in args.fabrics),

@@ -53,9 +53,7 @@ class Site(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.network = Network(f"{name}-network", NetworkArgs(size.fabrics, size.pools), child)
         self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
-        self.clusters = {
-            c.name: GpuCluster(f"{name}-{c.name}", GpuClusterArgs(c), child) for c in size.clusters
-        }
+        self.clusters = {c.name: GpuCluster(f"{name}-{c.name}", GpuClusterArgs(c), child) for c in size.clusters}
         self.summary = plain(summary(size))
         self.inventory = plain([n.as_dict() for n in size.hosts()])
         # The inventory is registered once per scalable unit and exported once by the stack; registering

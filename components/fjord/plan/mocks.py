@@ -51,7 +51,12 @@ class RecordingMonitor(MockMonitor):
             if urn in self._seen:
                 self.duplicates.append(urn)
             self._seen.add(urn)
-            self.registrations.append(
-                Registration(urn, request.type, request.name, request.parent, request.custom)
-            )
-        return super().RegisterResource(request)
+            self.registrations.append(Registration(urn, request.type, request.name, request.parent, request.custom))
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
+    def reset(self) -> None:
+        """Forget what was recorded (the mock root stack outlives a test; its record should not)."""
+        with self._lock:
+            self.registrations.clear()
+            self.duplicates.clear()
+            self._seen.clear()

@@ -21,10 +21,11 @@ EXIT_REJECTED = 3
 class PlanError(RuntimeError):
     """A stack could not be planned: its site was rejected, or the program failed."""
 
-    def __init__(self, stack: str, lines: Sequence[str]) -> None:
+    def __init__(self, stack: str, lines: Sequence[str], source: str = "") -> None:
         self.stack = stack
         self.lines = list(lines)
-        super().__init__(f"stack {stack}: " + "; ".join(self.lines))
+        self.source = source or f"stack {stack}"
+        super().__init__(f"{self.source}: " + "; ".join(self.lines))
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,8 @@ def _plan_one(stack: str, stacks_dir: Path | None) -> StackPlan:
     env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode == EXIT_REJECTED:
-        problems = json.loads(proc.stdout)
-        raise PlanError(
-            stack, [f"{problems['source']}: {p}" if problems["source"] else p for p in problems["problems"]]
-        )
+        rejected = json.loads(proc.stdout)
+        raise PlanError(stack, rejected["problems"], rejected["source"])
     if proc.returncode != 0:
         tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
         raise PlanError(stack, [f"the Pulumi program failed (exit {proc.returncode}): {tail[0]}"])

@@ -57,7 +57,10 @@ def run(cfg: StackConfig) -> dict[str, Any]:
 
     from fjord import program  # imported after set_mocks, as Pulumi's testing guide requires
 
-    _sync_await(run_pulumi_func(program.main))
+    def program_main() -> None:
+        program.main()
+
+    _sync_await(run_pulumi_func(program_main))
     regs = monitor.registrations
     by_urn = {r.urn: r for r in regs}
     by_component: Counter[str] = Counter()

@@ -176,14 +176,10 @@ SWITCH_CATALOG: dict[str, SwitchModel] = {
     for sw in (
         SwitchModel("QM9700", "infiniband-ndr", 64, 32, 32, 400, 1720, "NVIDIA Quantum-2 QM9700 datasheet"),
         SwitchModel("QM9790", "infiniband-ndr", 64, 32, 32, 400, 1720, "NVIDIA Quantum-2 QM9790 datasheet"),
-        SwitchModel(
-            "Q3400-RA", "infiniband-xdr", 144, 72, 72, 800, 3600, "NVIDIA Quantum-X800 Q3400 brief (approx.)"
-        ),
+        SwitchModel("Q3400-RA", "infiniband-xdr", 144, 72, 72, 800, 3600, "NVIDIA Quantum-X800 Q3400 brief (approx.)"),
         SwitchModel("SN5600", "spectrum-x", 64, 32, 32, 800, 2300, "NVIDIA Spectrum SN5600 datasheet"),
         SwitchModel("SN4600C", "ethernet", 64, 32, 32, 100, 800, "NVIDIA Spectrum SN4600C datasheet"),
-        SwitchModel(
-            "SN2201", "ethernet", 52, 48, 4, 1, 100, "NVIDIA Spectrum SN2201 datasheet (48x1G + 4x100G)"
-        ),
+        SwitchModel("SN2201", "ethernet", 52, 48, 4, 1, 100, "NVIDIA Spectrum SN2201 datasheet (48x1G + 4x100G)"),
     )
 }
 

@@ -98,14 +98,10 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
     embedded = False
     if site is None:
         if stack != DEFAULT_STACK:
-            raise SiteError(
-                [Problem(SITE_KEY, None, "is missing: every stack but 'dev' describes its site")], source
-            )
+            raise SiteError([Problem(SITE_KEY, None, "is missing: every stack but 'dev' describes its site")], source)
         site, embedded = default_site(), True
     if SITE_KEY in secrets or not isinstance(site, dict):
-        raise SiteError(
-            [Problem(SITE_KEY, "[secret]" if SITE_KEY in secrets else site, "must be a mapping")], source
-        )
+        raise SiteError([Problem(SITE_KEY, "[secret]" if SITE_KEY in secrets else site, "must be a mapping")], source)
     return StackConfig(stack, path, site, embedded, config, tuple(secrets))
 
 

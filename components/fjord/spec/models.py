@@ -8,19 +8,32 @@ hall capacity) live in `fjord.sizing` and run before anything is registered.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH, GPU_CATALOG, SWITCH_CATALOG, GpuSku, SwitchModel
 from fjord.spec.errors import Problem, SpecProblems
 
+
+def _matching(regex: str, allowed: str) -> AfterValidator:
+    """A string check whose error says what is allowed, in words rather than as a regular expression."""
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"invalid value; allowed: {allowed}")
+        return value
+
+    return AfterValidator(check)
+
+
 Name = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"),
-    Field(description="lower-case DNS label: letters, digits and '-', 2-32 characters"),
+    _matching(r"[a-z][a-z0-9-]{0,30}[a-z0-9]", "a lower-case DNS label of 2-32 characters (a-z, 0-9, '-')"),
 ]
 
 
@@ -69,9 +82,7 @@ class Fabric(_Spec):
         le=8,
         description="Node slots of each cluster given to UFM appliances (H100 SuperPOD: 1).",
     )
-    ufm_cables: int = Field(
-        default=0, ge=0, le=64, description="Fabric cables of the UFM appliances (H100: 4)."
-    )
+    ufm_cables: int = Field(default=0, ge=0, le=64, description="Fabric cables of the UFM appliances (H100: 4).")
 
     @field_validator("switch")
     @classmethod
@@ -134,9 +145,7 @@ class Cluster(_Spec):
         problems: list[Problem] = []
         if (self.gpus is None) == (self.scalable_units is None):
             problems.append(
-                Problem(
-                    "gpus", self.gpus, "give exactly one of 'gpus' or 'scalable_units' to size the cluster"
-                )
+                Problem("gpus", self.gpus, "give exactly one of 'gpus' or 'scalable_units' to size the cluster")
             )
         sku = self.gpu
         if self.gpus is not None:
@@ -210,9 +219,7 @@ class StorageTier(_Spec):
     hall: Name
     racks: int = Field(gt=0, description="Rack positions the tier takes.")
     power_kw: float = Field(gt=0, description="Max power of the whole tier, kW.")
-    endpoint: str | None = Field(
-        default=None, description="Service endpoint (the S3 URL for an object tier)."
-    )
+    endpoint: str | None = Field(default=None, description="Service endpoint (the S3 URL for an object tier).")
 
 
 class Software(_Spec):
@@ -220,12 +227,8 @@ class Software(_Spec):
 
     os: Literal["ubuntu-22.04", "ubuntu-24.04", "debian-12"]
     driver_branch: int = Field(ge=470, le=999, description="NVIDIA datacenter driver branch, e.g. 570.")
-    cuda: Annotated[str, StringConstraints(pattern=r"^\d+\.\d+$")] = Field(
-        description="CUDA minor, e.g. 12.8."
-    )
-    kubernetes: Annotated[str, StringConstraints(pattern=r"^1\.(2[5-9]|3[0-7])$")] = Field(
-        description="Kubernetes minor 1.25-1.37, e.g. 1.31."
-    )
+    cuda: Annotated[str, _matching(r"\d+\.\d+", "a CUDA minor release such as 12.8")]
+    kubernetes: Annotated[str, _matching(r"1\.(2[5-9]|3[0-7])", "a Kubernetes minor release 1.25-1.37, e.g. 1.31")]
 
     @model_validator(mode="after")
     def _cuda_needs_driver(self) -> Software:
@@ -242,11 +245,7 @@ class Software(_Spec):
             )
         if self.driver_branch < need:
             raise SpecProblems(
-                [
-                    Problem(
-                        "driver_branch", self.driver_branch, f"CUDA {self.cuda} needs driver branch >= {need}"
-                    )
-                ]
+                [Problem("driver_branch", self.driver_branch, f"CUDA {self.cuda} needs driver branch >= {need}")]
             )
         return self
 
@@ -255,9 +254,7 @@ class Site(_Spec):
     """One GPU site: identity, power, halls, fabrics, address plan, storage, clusters and software."""
 
     name: Name
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(
-        description="ISO 3166-1 alpha-2."
-    )
+    country: Annotated[str, _matching(r"[A-Z]{2}", "an ISO 3166-1 alpha-2 code such as NO or GB")]
     jurisdiction: Literal["EU", "EEA", "UK", "CH"] = Field(description="Legal area the site's data stays in.")
     region: str = Field(min_length=1, max_length=64)
     power: Power

@@ -1,0 +1,38 @@
+# fjord developer tasks. Every target creates .venv on first use, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install dev plan lint test bench clean
+
+$(BIN)/fjord: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/fjord
+
+## dev: install, then plan the embedded default site offline (the Quick start's first command)
+dev: install
+	$(BIN)/fjord plan dev
+
+plan: install
+	$(BIN)/fjord plan
+
+lint: install
+	$(BIN)/ruff check components tests bench
+	$(BIN)/ruff format --check components tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/yamllint --strict stacks Pulumi.yaml components/fjord/spec/default_site.yaml
+
+## test: install, lint, then the whole test suite (the Quick start's second command; CI runs it)
+test: lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/plan_scale.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,53 @@
+"""Shared test set-up: Pulumi's mock runtime (set before any program module is imported) and site helpers.
+
+The mock root stack persists for the whole process, so every test that registers resources reads the
+registrations it made through the `registrations` fixture, which clears the record first.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from fjord.plan.mocks import RecordingMonitor, Registration
+
+REPO = Path(__file__).resolve().parents[1]
+STACKS = REPO / "stacks"
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """No provider can run offline: resources echo their inputs as state and get a predictable id."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+MONITOR = RecordingMonitor(Mocks())
+pulumi.runtime.set_mocks(Mocks(), project="fjord", stack="test", preview=False, monitor=MONITOR)
+
+
+@pytest.fixture
+def registrations() -> list[Registration]:
+    """The resources registered during the test (the monitor's record, cleared before the test)."""
+    MONITOR.reset()
+    return MONITOR.registrations
+
+
+@pytest.fixture
+def dev_site() -> dict[str, Any]:
+    from fjord.spec.load import default_site
+
+    return copy.deepcopy(default_site())
+
+
+def stack_site(name: str) -> dict[str, Any]:
+    from fjord.spec.load import read_stack
+
+    return copy.deepcopy(read_stack(name, STACKS).site)

@@ -1,0 +1,35 @@
+"""Layering: spec and sizing are pure; components reach the outside world only through adapters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IMPURE = ("pulumi", "pulumi_kubernetes", "boto3", "botocore", "ansible_runner", "ansible", "sushy", "redfish")
+
+
+def test_import_linter_contracts_hold() -> None:
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    proc = subprocess.run([exe], cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout
+    assert "spec and sizing are pure" in proc.stdout
+
+
+def test_spec_and_sizing_load_nothing_impure() -> None:
+    """Importing and running spec + sizing in a fresh interpreter pulls in no Pulumi, boto3 or Ansible."""
+    code = (
+        "import json, sys\n"
+        "from fjord.spec.load import default_site, load_site\n"
+        "from fjord.sizing import size_site\n"
+        "size_site(load_site(default_site()))\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(proc.stdout))
+    assert "fjord" in loaded
+    assert loaded.isdisjoint(IMPURE), loaded & set(IMPURE)

@@ -1,0 +1,191 @@
+"""Sizing against the DGX SuperPOD reference table (DESIGN.md) and hand calculations."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+import pytest
+
+from fjord.sizing.fabric import size_fabric
+from fjord.sizing.ipam import Allocator, prefix_for
+from fjord.sizing.site import size_site
+from fjord.spec.catalog import SWITCH_CATALOG
+from fjord.spec.load import default_site, load_site
+
+from .conftest import stack_site
+
+
+def reference_site(sku: str, sus: int, ufm: bool) -> dict[str, Any]:
+    """A site holding one cluster of `sus` scalable units, with room and power to spare."""
+    raw = copy.deepcopy(default_site())
+    raw["halls"][0].update(rack_positions=5000, rack_power_kw=60)
+    raw["power"]["grid_budget_mw"] = 500
+    raw["ip_plan"] = {
+        "bmc": "10.0.0.0/16",
+        "management": "10.1.0.0/16",
+        "storage": "10.2.0.0/16",
+        "compute": "10.64.0.0/12",
+    }
+    fabric = raw["fabrics"][0]
+    fabric.update(ufm_node_slots=1 if ufm else 0, ufm_cables=4 if ufm else 0)
+    raw["clusters"][0] = {
+        "name": "pod",
+        "sku": sku,
+        "scalable_units": sus,
+        "tenant": "research",
+        "scheduler": "slurm",
+        "hall": "lab",
+        "compute_fabric": fabric["name"],
+    }
+    return raw
+
+
+# SUs, nodes, GPUs, leaf, spine, core, compute+UFM cables, leaf-spine cables, spine-core cables
+H100_ROWS = [
+    (1, 31, 248, 8, 4, 0, 252, 256, 0),
+    (2, 63, 504, 16, 8, 0, 508, 512, 0),
+    (4, 127, 1016, 32, 16, 0, 1020, 1024, 0),
+]
+B200_ROWS = [
+    (16, 512, 4096, 128, 128, 64, 4096, 4096, 4096),
+    (64, 2048, 16384, 512, 512, 256, 16384, 16384, 16384),
+]
+
+
+@pytest.mark.parametrize(
+    ("sku", "ufm", "row"),
+    [("H100-SXM", True, r) for r in H100_ROWS] + [("B200", False, r) for r in B200_ROWS],
+    ids=[f"H100-{r[0]}SU" for r in H100_ROWS] + [f"B200-{r[0]}SU" for r in B200_ROWS],
+)
+def test_superpod_reference_table(sku: str, ufm: bool, row: tuple[int, ...]) -> None:
+    sus, nodes, gpus, leaf, spine, core, node_cables, leaf_spine, spine_core = row
+    size = size_site(load_site(reference_site(sku, sus, ufm)))
+    cluster = size.clusters[0]
+    fabric = cluster.fabric
+    assert (cluster.scalable_units, cluster.nodes, cluster.gpus) == (sus, nodes, gpus)
+    assert (fabric.leaves, fabric.spines, fabric.cores) == (leaf, spine, core)
+    assert fabric.endpoint_cables == node_cables
+    assert fabric.leaf_spine_cables == leaf_spine
+    assert fabric.spine_core_cables == spine_core
+    assert fabric.tiers == (3 if core else 2)
+
+
+def test_cluster_sized_in_gpus_matches_units() -> None:
+    raw = reference_site("H100-SXM", 2, ufm=True)
+    del raw["clusters"][0]["scalable_units"]
+    raw["clusters"][0]["gpus"] = 504
+    cluster = size_site(load_site(raw)).clusters[0]
+    assert (cluster.scalable_units, cluster.nodes, cluster.fabric.leaves) == (2, 63, 16)
+
+
+def test_dev_site_by_hand() -> None:
+    size = size_site(load_site(default_site()))
+    (cluster,) = size.clusters
+    # 32 H100 GPUs = 4 nodes of 8; one rail-optimised SU scaffold: 8 leaves (one per rail), 8x32/64 = 4 spines.
+    assert (cluster.nodes, cluster.scalable_units, cluster.racks) == (4, 1, 1)
+    assert (cluster.fabric.leaves, cluster.fabric.spines, cluster.fabric.endpoint_cables) == (8, 4, 32)
+    storage, oob = size.fabrics[1:]
+    assert (storage.leaves, storage.spines, storage.endpoint_cables) == (1, 0, 8)  # 4 nodes x 2 ports
+    assert (oob.leaves, oob.endpoint_cables) == (1, 4)
+    # Power: 4 x 10.2 kW nodes; 12 QM9700 x 1.72 kW + SN4600C 0.8 kW + SN2201 0.1 kW; 12 kW of storage.
+    assert size.power.compute_kw == pytest.approx(40.8)
+    assert size.power.network_kw == pytest.approx(12 * 1.72 + 0.8 + 0.1)
+    assert size.power.it_kw == pytest.approx(40.8 + 21.54 + 12)
+    assert size.power.facility_kw == pytest.approx((40.8 + 21.54 + 12) * 1.3)
+    assert size.power.headroom_kw == pytest.approx(1000 - (40.8 + 21.54 + 12) * 1.3)
+    # Racks: 1 compute, 1 for the 4 spines, 1 each for the storage and OOB leaves, 1 storage rack.
+    assert [(h.compute_racks, h.network_racks, h.storage_racks) for h in size.halls] == [(1, 3, 1)]
+    # Addresses: bmc, management, storage and 8 rails per node.
+    assert size.addresses == 4 * (3 + 8)
+
+
+def test_dev_inventory_addresses_by_hand() -> None:
+    hosts = size_site(load_site(default_site())).hosts()
+    first, last = hosts[0], hosts[-1]
+    assert first.name == "dev-h100-su000-n000"
+    assert (first.bmc, first.management, first.storage) == ("10.0.0.2", "10.0.4.2", "10.0.8.2")
+    # Each rail gets a /26 per SU (32 slots + network, gateway, broadcast): 10.1.0.0/26, 10.1.0.64/26, ...
+    assert first.compute == tuple(f"10.1.{(r * 64) // 256}.{(r * 64) % 256 + 2}" for r in range(8))
+    assert last.bmc == "10.0.0.5"
+    assert {h.rack for h in hosts} == {"lab-r0001"}
+
+
+def test_ipam_prefixes_and_alignment() -> None:
+    assert prefix_for(32) == 26  # 35 addresses -> 64
+    assert prefix_for(61) == 26  # exactly 64
+    assert prefix_for(62) == 25
+    assert prefix_for(144) == 24
+    alloc = Allocator("t", ipaddress.IPv4Network("10.0.0.0/22"))
+    a = alloc.allocate(32)
+    b = alloc.allocate(200)
+    assert (a.cidr, b.cidr) == ("10.0.0.0/26", "10.0.1.0/24")  # b aligned up to its own size
+    assert b.gateway == "10.0.1.1"
+    assert b.host(0) == "10.0.1.2"
+    alloc.allocate(200)
+    alloc.allocate(200)
+    assert not alloc.overflow  # four blocks fill the /22 exactly
+    alloc.allocate(200)
+    assert alloc.overflow
+    assert alloc.minimum_prefix() == 21
+
+
+def test_fabric_single_leaf_needs_no_spine() -> None:
+    f = size_fabric(
+        name="x",
+        design="x",
+        role="storage",
+        switch=SWITCH_CATALOG["SN4600C"],
+        leaves=1,
+        endpoints=10,
+        endpoint_cables=10,
+    )
+    assert (f.tiers, f.spines, f.cores, f.cables) == (1, 0, 0, 10)
+
+
+@pytest.mark.parametrize("stack", ["dev", "uk", "narvik"])
+def test_inventory_is_unique_and_inside_supernets(stack: str) -> None:
+    raw = default_site() if stack == "dev" else stack_site(stack)
+    site = load_site(raw)
+    size = size_site(site)
+    hosts = size.hosts()
+    assert len(hosts) == size.nodes
+    assert len({h.name for h in hosts}) == len(hosts)
+    nets = {
+        p: ipaddress.IPv4Network(str(getattr(site.ip_plan, p))) for p in ("bmc", "management", "storage", "compute")
+    }
+    seen: set[str] = set()
+    for h in hosts:
+        for purpose, addrs in (
+            ("bmc", [h.bmc]),
+            ("management", [h.management]),
+            ("storage", [h.storage]),
+            ("compute", list(h.compute)),
+        ):
+            for a in addrs:
+                assert ipaddress.IPv4Address(a) in nets[purpose], (h.name, purpose, a)
+                assert a not in seen, (h.name, a)
+                seen.add(a)
+    assert len(seen) == size.addresses
+
+
+def test_narvik_full_build_out() -> None:
+    size = size_site(load_site(stack_site("narvik")))
+    assert size.gpus >= 100_000
+    assert size.power.facility_kw <= 230_000
+    assert all(h.used <= h.positions for h in size.halls)
+    # NVL72: 18 trays of 4 GPUs per rack, 8 racks (144 trays) per scalable unit.
+    for c in size.clusters:
+        assert c.racks == c.gpus // 72
+        assert c.scalable_units == -(-c.nodes // 144)
+
+
+def test_uk_two_halls_of_hgx() -> None:
+    site = load_site(stack_site("uk"))
+    size = size_site(site)
+    assert {c.hall for c in size.clusters} == {"hall-1", "hall-2"}
+    assert {site.clusters[i].gpu.form_factor for i in range(len(site.clusters))} == {"hgx"}
+    b200 = next(c for c in size.clusters if c.name == "b200")
+    # 4,096 B200 GPUs are the 16-SU row of the B200 SuperPOD reference: 128 leaf, 128 spine, 64 core.
+    assert (b200.fabric.leaves, b200.fabric.spines, b200.fabric.cores) == (128, 128, 64)
