@@ -189,3 +189,15 @@ def test_uk_two_halls_of_hgx() -> None:
     b200 = next(c for c in size.clusters if c.name == "b200")
     # 4,096 B200 GPUs are the 16-SU row of the B200 SuperPOD reference: 128 leaf, 128 spine, 64 core.
     assert (b200.fabric.leaves, b200.fabric.spines, b200.fabric.cores) == (128, 128, 64)
+
+
+def test_breakout_radix_keeps_16_units_on_two_tiers() -> None:
+    """Spectrum-X SN5600 cabled 2:1 as 128 x 400G: 16 SUs of B200 (128 leaves) still fit two tiers."""
+    raw = reference_site("B200", 16, ufm=False)
+    raw["fabrics"][0].update(technology="spectrum-x", switch="SN5600", radix=128)
+    fabric = size_site(load_site(raw)).clusters[0].fabric
+    assert (fabric.tiers, fabric.leaves, fabric.spines, fabric.cores) == (2, 128, 64, 0)
+    assert fabric.leaf_spine_cables == 128 * 64
+    native = reference_site("B200", 16, ufm=False)
+    native["fabrics"][0].update(technology="spectrum-x", switch="SN5600")
+    assert size_site(load_site(native)).clusters[0].fabric.tiers == 3

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -83,6 +84,12 @@ class Fabric(_Spec):
         description="Node slots of each cluster given to UFM appliances (H100 SuperPOD: 1).",
     )
     ufm_cables: int = Field(default=0, ge=0, le=64, description="Fabric cables of the UFM appliances (H100: 4).")
+    radix: int | None = Field(
+        default=None,
+        gt=0,
+        description="Ports per switch as cabled: the model's own radix (default), or twice it with 2:1 breakout"
+        " cables at half speed (e.g. an SN5600 as 128 x 400G). Leaves split it half down, half up.",
+    )
 
     @field_validator("switch")
     @classmethod
@@ -108,11 +115,29 @@ class Fabric(_Spec):
             raise SpecProblems(
                 [Problem("technology", self.technology, "a compute fabric must be InfiniBand or Spectrum-X")]
             )
+        symmetric = sw.leaf_downlinks == sw.leaf_uplinks
+        allowed = (sw.radix, 2 * sw.radix) if symmetric else (sw.radix,)
+        if self.radix is not None and self.radix not in allowed:
+            raise SpecProblems(
+                [
+                    Problem(
+                        "radix",
+                        self.radix,
+                        f"a {sw.name} cables as {' or '.join(str(a) for a in allowed)} ports;"
+                        f" allowed: {', '.join(str(a) for a in allowed)}",
+                    )
+                ]
+            )
         return self
 
     @property
     def switch_model(self) -> SwitchModel:
-        return SWITCH_CATALOG[self.switch]
+        """The switch as this fabric cables it (breakout doubles the radix at half the port speed)."""
+        sw = SWITCH_CATALOG[self.switch]
+        if self.radix is None or self.radix == sw.radix:
+            return sw
+        half = self.radix // 2
+        return replace(sw, radix=self.radix, leaf_downlinks=half, leaf_uplinks=half, port_gbps=sw.port_gbps // 2)
 
 
 class Cluster(_Spec):
