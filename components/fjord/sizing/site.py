@@ -257,11 +257,13 @@ def size_site(site: Site) -> SiteSize:
     shapes = [cluster_shape(c, site) for c in site.clusters]
     for i, (cluster, shape) in enumerate(zip(site.clusters, shapes, strict=True)):
         problems += _cluster_problems(i, cluster, site, shape)
-    if problems:
-        raise SiteError(problems)
 
+    # Size on past a broken cluster (only one with no node at all cannot be sized), so that one
+    # error report lists every limit the site breaks.
     clusters: list[ClusterSize] = []
     for cluster, shape in zip(site.clusters, shapes, strict=True):
+        if shape.nodes <= 0:
+            continue
         clusters.append(_size_cluster(site, cluster, shape, allocators, hall_compute))
         hall_network[cluster.hall] += clusters[-1].network_racks
 

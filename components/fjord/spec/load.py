@@ -6,6 +6,7 @@ cannot be decrypted offline; they are kept as opaque markers, never printed and 
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -94,6 +95,9 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
             secrets.append(full)
             value = SECRET_PLACEHOLDER
         config[full] = value
+    near = [k for k in difflib.get_close_matches(SITE_KEY, config, n=3, cutoff=0.8) if k != SITE_KEY]
+    if near:
+        raise SiteError([Problem(near[0], "...", f"unknown key; did you mean {SITE_KEY!r}?")], source)
     site = config.pop(SITE_KEY, None)
     embedded = False
     if site is None:

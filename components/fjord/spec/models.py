@@ -14,22 +14,30 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH, GPU_CATALOG, SWITCH_CATALOG, GpuSku, SwitchModel
 from fjord.spec.errors import Problem, SpecProblems
 
 
-def _matching(regex: str, allowed: str) -> AfterValidator:
+def _matching(regex: str, allowed: str) -> BeforeValidator:
     """A string check whose error says what is allowed, in words rather than as a regular expression."""
     compiled = re.compile(regex)
 
-    def check(value: str) -> str:
+    def check(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a quoted string (YAML reads 1.30 as the number 1.3); allowed: {allowed}")
         if not compiled.fullmatch(value):
             raise ValueError(f"invalid value; allowed: {allowed}")
         return value
 
-    return AfterValidator(check)
+    return BeforeValidator(check)
+
+
+def _cidr(value: object) -> object:
+    if not (isinstance(value, str) and "/" in value):
+        raise ValueError("must be an IPv4 network in CIDR form; allowed: a string such as 10.16.0.0/14")
+    return value
 
 
 Name = Annotated[
@@ -39,7 +47,7 @@ Name = Annotated[
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _duplicates(names: Iterable[str]) -> list[str]:
@@ -207,6 +215,7 @@ class Cluster(_Spec):
 
 IPv4Supernet = Annotated[
     ipaddress.IPv4Network,
+    BeforeValidator(_cidr),
     Field(description="IPv4 network in CIDR form with no host bits set, e.g. 10.16.0.0/14"),
 ]
 
@@ -283,11 +292,11 @@ class Site(_Spec):
     jurisdiction: Literal["EU", "EEA", "UK", "CH"] = Field(description="Legal area the site's data stays in.")
     region: str = Field(min_length=1, max_length=64)
     power: Power
-    halls: list[Hall] = Field(min_length=1)
-    fabrics: list[Fabric] = Field(min_length=1)
+    halls: tuple[Hall, ...] = Field(min_length=1)
+    fabrics: tuple[Fabric, ...] = Field(min_length=1)
     ip_plan: IpPlan
-    storage: list[StorageTier] = Field(default_factory=list)
-    clusters: list[Cluster] = Field(min_length=1)
+    storage: tuple[StorageTier, ...] = ()
+    clusters: tuple[Cluster, ...] = Field(min_length=1)
     software: Software
 
     @model_validator(mode="after")
@@ -300,8 +309,11 @@ class Site(_Spec):
             ("clusters", self.clusters),
         ):
             for dup in _duplicates(i.name for i in items):
-                idx = [i.name for i in items].index(dup)
-                problems.append(Problem(f"{field}[{idx}].name", dup, f"names in '{field}' must be unique"))
+                first, *repeats = [k for k, i in enumerate(items) if i.name == dup]
+                problems += [
+                    Problem(f"{field}[{k}].name", dup, f"is already the name of {field}[{first}]; names must be unique")
+                    for k in repeats
+                ]
         halls = {h.name: h for h in self.halls}
         fabrics = {f.name: f for f in self.fabrics}
         compute = sorted(n for n, f in fabrics.items() if f.role == "compute")

@@ -1,0 +1,248 @@
+"""How fjord's sizing and offline plan scale, each figure beside a baseline measured in the same run.
+
+Run `.venv/bin/python bench/plan_scale.py [--repeat N] [--quick] [--json]`. It prints and never asserts;
+"meets"/"misses" is information. On a small noisy machine, read each fjord figure against the baseline
+in its own row, not against an older run.
+
+Sizing: synthetic ~1k/~10k/~100k GPU sites (the embedded default site with its cluster swapped for whole
+GB200-NVL72 racks on an XDR fabric; hall, power budget and supernets enlarged to validate). "fjord wall s"
+is `load_site` + `size_site`, median of --repeat runs; "peak MiB" is the tracemalloc peak of Python
+allocations in a separate untimed run, not RSS. Baseline: a bare loop building one dict of formatted
+strings per node (name and 7 addresses), the floor of any inventory that size. Target: 100k GPUs < 1 s.
+
+Plan: `python -m fjord.plan.worker <stack> stacks` in a subprocess; wall time around the whole process
+(interpreter start and imports included), peak RSS from `/usr/bin/time -f %M` (else the worker's own
+`peak_rss_mib`), medians of --repeat runs. Baseline: this file run as `--baseline N`, a bare Pulumi mock
+program registering N `bench:index:Thing` components flat under the root stack with no outputs, N being
+the stack's resource count less the root stack, measured the same way. fjord's figure also resolves the
+stack's exports, inventory included (25,200 hosts for narvik); the bare baseline carries none. Footnotes
+give each child's in-process seconds (Pulumi's import excluded; the worker's includes importing fjord's
+modules, ~0.1 s). Targets: narvik < 30 s and < 1.5 GiB; plan <= 1.3x the bare baseline. The row "bare
+baseline, 2,000 res" (plus the root stack) is the per-stack resource budget, for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKS = ROOT / "stacks"
+GNU_TIME = shutil.which("time", path="/usr/bin")
+MIB = 1024 * 1024
+SIZES = {"1k": 1_000, "10k": 10_000, "100k": 100_000}
+NVL72 = 72
+Pair = tuple[float | None, float | None]
+
+
+def synthetic_site(gpus: int) -> dict[str, Any]:
+    """The default site with one GB200-NVL72 cluster of whole racks, ~`gpus` GPUs, sized to validate."""
+    from fjord.spec.load import default_site
+
+    raw = copy.deepcopy(default_site())
+    racks = max(1, round(gpus / NVL72))
+    raw["name"] = f"bench-{racks}"
+    raw["power"]["grid_budget_mw"] = 10 + racks * 0.3
+    raw["halls"] = [{"name": "lab", "rack_positions": racks * 2 + 50, "rack_power_kw": 150, "cooling": "liquid"}]
+    raw["fabrics"][0].update(technology="infiniband-xdr", switch="Q3400-RA")  # QM9700 tops out near 65k ports
+    # The default kubernetes_* supernets (10.32.0.0/16, 10.33.0.0/20) overlap none of these.
+    raw["ip_plan"].update(bmc="10.0.0.0/14", management="10.4.0.0/14", storage="10.8.0.0/14")
+    raw["ip_plan"]["compute"] = "10.64.0.0/11"
+    raw["clusters"][0].update(name="gb200", sku="GB200-NVL72", gpus=racks * NVL72)
+    return raw
+
+
+def bare_inventory(nodes: int) -> list[dict[str, Any]]:
+    """Sizing baseline: one dict per node with a name and 7 formatted addresses, nothing computed."""
+    return [
+        {
+            "name": f"n{i:06d}",
+            "bmc": f"10.0.{i >> 8 & 255}.{i & 255}",
+            "management": f"10.4.{i >> 8 & 255}.{i & 255}",
+            "storage": f"10.8.{i >> 8 & 255}.{i & 255}",
+            "compute": [f"10.{64 + r}.{i >> 8 & 255}.{i & 255}" for r in range(4)],
+        }
+        for i in range(nodes)
+    ]
+
+
+def row(case: str, count: str, fjord: Pair, base: Pair, target: str, **extra: Any) -> dict[str, Any]:
+    """A table row: fjord's (seconds, MiB), the baseline's, the target verdicts, extras for --json."""
+    figures = dict(zip(("fjord_s", "fjord_mib", "base_s", "base_mib"), (*fjord, *base), strict=True))
+    return {"case": case, "count": count, **figures, "target": target, **extra}
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "misses"
+
+
+def timed(fn: Any, repeat: int) -> tuple[float, float]:
+    """(median seconds over `repeat` runs, tracemalloc peak MiB of one more run)."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    tracemalloc.start()
+    try:
+        fn()
+        peak = tracemalloc.get_traced_memory()[1] / MIB
+    finally:
+        tracemalloc.stop()
+    return statistics.median(times), peak
+
+
+def bench_sizing(label: str, gpus: int, repeat: int) -> dict[str, Any]:
+    from fjord.sizing.site import size_site
+    from fjord.spec.load import load_site
+
+    raw = synthetic_site(gpus)
+    size = size_site(load_site(raw, label))
+    secs, peak = timed(lambda: size_site(load_site(raw, label)), repeat)
+    base_secs, base_peak = timed(lambda: bare_inventory(size.nodes), repeat)
+    target = f"< 1 s: {verdict(secs < 1)}" if gpus >= 100_000 else "-"
+    return row(f"sizing {label} GPUs", f"{size.gpus:,} GPUs", (secs, peak), (base_secs, base_peak), target)
+
+
+def run_child(args: list[str], repeat: int) -> dict[str, Any]:
+    """Run a child `repeat` times: median wall, median peak RSS (MiB), its last JSON and in-process s."""
+    walls, rsss, inproc = [], [], []
+    data: dict[str, Any] = {}
+    for _ in range(repeat):
+        with tempfile.NamedTemporaryFile(suffix=".rss") as rss_file:
+            cmd = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *args] if GNU_TIME else args
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+            walls.append(time.perf_counter() - started)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+            data = json.loads(proc.stdout)
+            text = Path(rss_file.name).read_text().split()
+            rsss.append(int(text[-1]) / 1024 if GNU_TIME and text else float(data["peak_rss_mib"]))
+            inproc.append(float(data["seconds"]))
+    med = statistics.median
+    return {"wall": med(walls), "rss": med(rsss), "inproc": med(inproc), "data": data}
+
+
+def baseline_child(n: int, repeat: int) -> dict[str, Any]:
+    return run_child([sys.executable, str(Path(__file__).resolve()), "--baseline", str(n)], repeat)
+
+
+def bench_plan(stack: str, repeat: int) -> dict[str, Any]:
+    fjord = run_child([sys.executable, "-m", "fjord.plan.worker", stack, str(STACKS)], repeat)
+    resources = int(fjord["data"]["resources"])
+    base = baseline_child(resources - 1, repeat)
+    ratio = fjord["wall"] / base["wall"]
+    targets = [f"<= 1.3x base: {verdict(ratio <= 1.3)}"]
+    if stack == "narvik":
+        targets[:0] = [f"< 30 s: {verdict(fjord['wall'] < 30)}", f"< 1.5 GiB: {verdict(fjord['rss'] < 1536)}"]
+    figures = (fjord["wall"], fjord["rss"]), (base["wall"], base["rss"])
+    extra = {"fjord_inproc_s": fjord["inproc"], "base_inproc_s": base["inproc"]}
+    extra["inventory_hosts"] = fjord["data"].get("inventory_hosts")
+    return row(f"plan {stack}", f"{resources:,} res", *figures, "; ".join(targets), **extra)
+
+
+def baseline(n: int) -> dict[str, Any]:
+    """A bare Pulumi mock program registering `n` trivial components (run in a child via --baseline)."""
+    import pulumi
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    started = time.perf_counter()
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+            return f"{args.name}-id", {}
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[Any] | None]:
+            return {}, None
+
+    class Thing(pulumi.ComponentResource):
+        def __init__(self, name: str) -> None:
+            super().__init__("bench:index:Thing", name, None, None)
+            self.register_outputs({})
+
+    mocks = Mocks()
+    monitor = MockMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="bench", stack="bench", preview=True, monitor=monitor)
+
+    def program() -> None:
+        for i in range(n):
+            Thing(f"thing-{i:06d}")
+
+    _sync_await(run_pulumi_func(program))
+    return {
+        "resources": len(monitor.resources) + 1,  # as fjord counts: the stock monitor omits the root stack
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = "case|resources/GPUs|fjord wall s|fjord peak MiB|baseline wall s|baseline peak MiB|ratio|target"
+    cells = [head.split("|")]
+    for r in rows:
+        ratio = r["fjord_s"] / r["base_s"] if r.get("fjord_s") is not None else None
+        figures = [fmt(r.get(k), d) for k, d in (("fjord_s", 3), ("fjord_mib", 1), ("base_s", 3), ("base_mib", 1))]
+        cells.append([r["case"], r["count"], *figures, fmt(ratio), r["target"]])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    for n, line in enumerate(cells):
+        pairs = enumerate(zip(line, widths, strict=True))
+        print("  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w) for i, (c, w) in pairs).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    for r in rows:
+        if "fjord_inproc_s" in r:
+            print(
+                f"  {r['case']}: in-process {r['fjord_inproc_s']:.3f} s vs bare {r['base_inproc_s']:.3f} s"
+                f" (x{r['fjord_inproc_s'] / r['base_inproc_s']:.2f}); exports carry"
+                f" {r['inventory_hosts']:,} inventory hosts, the baseline none"
+            )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is shown")
+    parser.add_argument("--quick", action="store_true", help="skip 100k sizing and the narvik plan")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--baseline", type=int, metavar="N", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline is not None:
+        json.dump(baseline(args.baseline), sys.stdout)
+        sys.stdout.flush()
+        os._exit(0)  # like the plan worker: skip the Pulumi SDK's noisy event-loop teardown
+    repeat = max(1, args.repeat)
+    rows = [bench_sizing(k, v, repeat) for k, v in SIZES.items() if not (args.quick and v >= 100_000)]
+    rows += [bench_plan(s, repeat) for s in ("dev", "narvik") if not (args.quick and s == "narvik")]
+    bare = baseline_child(2000, repeat)
+    reference = "per-stack resource budget (reference)"
+    rows.append(row("bare baseline", "2,000 res", (None, None), (bare["wall"], bare["rss"]), reference))
+    print(
+        f"fjord plan_scale: repeat={repeat}, {os.cpu_count()} CPUs, python {sys.version.split()[0]},"
+        f" RSS via {GNU_TIME or 'worker JSON'}"
+    )
+    print_table(rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

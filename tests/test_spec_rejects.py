@@ -1,0 +1,888 @@
+"""Impossible or mistyped sites are rejected before anything is built, naming the field, value and limit.
+
+Every case starts from a real site (the embedded dev default, or the uk / narvik stack), makes one
+change, and runs what the program runs: `load_site` then `size_site`. Each must raise `SiteError` with
+a problem at exactly the expected field path, whose message says what is allowed and whose text shows
+the offending value.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from fjord.sizing.site import size_site
+from fjord.spec.errors import Problem, SiteError
+from fjord.spec.load import default_site, list_stacks, load_site, parse_stack_doc, read_stack
+
+REPO = Path(__file__).resolve().parents[1]
+STACKS = REPO / "stacks"
+
+Raw = dict[str, Any]
+Mutation = Callable[[Raw], None]
+
+
+# --- site bases and one-change mutations ------------------------------------------------------------
+
+
+def dev_raw() -> Raw:
+    return copy.deepcopy(default_site())
+
+
+def stack_raw(name: str) -> Raw:
+    return copy.deepcopy(read_stack(name, STACKS).site)
+
+
+BASES: dict[str, Callable[[], Raw]] = {
+    "dev": dev_raw,
+    "uk": lambda: stack_raw("uk"),
+    "narvik": lambda: stack_raw("narvik"),
+}
+
+
+def _keys(path: str) -> list[str | int]:
+    """`clusters[0].gpus` -> ["clusters", 0, "gpus"]."""
+    return [int(t[1:-1]) if t.startswith("[") else t for t in re.findall(r"\[\d+\]|[^.\[\]]+", path)]
+
+
+def _parent(raw: Raw, path: str) -> tuple[Any, str | int]:
+    *head, last = _keys(path)
+    node: Any = raw
+    for key in head:
+        node = node[key]
+    return node, last
+
+
+def put(path: str, value: Any) -> Mutation:
+    """Set (or add) the value at `path`."""
+
+    def apply(raw: Raw) -> None:
+        parent, key = _parent(raw, path)
+        parent[key] = value
+
+    return apply
+
+
+def drop(path: str) -> Mutation:
+    """Remove the key or list item at `path`."""
+
+    def apply(raw: Raw) -> None:
+        parent, key = _parent(raw, path)
+        del parent[key]
+
+    return apply
+
+
+def rename(path: str, new_key: str) -> Mutation:
+    """Rename the key at `path` (a typo), keeping its value."""
+
+    def apply(raw: Raw) -> None:
+        parent, key = _parent(raw, path)
+        parent[new_key] = parent.pop(key)
+
+    return apply
+
+
+def append(path: str, item: Any) -> Mutation:
+    def apply(raw: Raw) -> None:
+        parent, key = _parent(raw, path)
+        parent[key].append(item)
+
+    return apply
+
+
+def both(*mutations: Mutation) -> Mutation:
+    """Several edits that together make one bad input (e.g. a GB200 cluster: SKU and GPU count)."""
+
+    def apply(raw: Raw) -> None:
+        for m in mutations:
+            m(raw)
+
+    return apply
+
+
+def copy_item(src: str, dst_list: str, **changes: Any) -> Mutation:
+    """Append a copy of the item at `src` to the list at `dst_list`, with some keys changed."""
+
+    def apply(raw: Raw) -> None:
+        parent, key = _parent(raw, src)
+        item = copy.deepcopy(parent[key]) | changes
+        lst, k = _parent(raw, dst_list)
+        lst[k].append(item)
+
+    return apply
+
+
+def shown(value: Any) -> str:
+    """What `Problem.__str__` prints for a value: its repr, cut to 77 characters when over 80."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77]
+
+
+# --- the table --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bad:
+    id: str
+    base: str
+    mutate: Mutation
+    path: str
+    value: Any
+    """The offending value the problem must carry (and print)."""
+    hint: str
+    """Text the message must contain: what is allowed, or the limit figure."""
+
+
+OOB2 = {"name": "oob2", "role": "oob", "technology": "ethernet", "topology": "leaf-spine", "switch": "SN2201"}
+GB200_72 = both(put("clusters[0].sku", "GB200-NVL72"), put("clusters[0].gpus", 72))
+
+CASES: list[Bad] = [
+    # power
+    Bad(
+        "power-over-budget",
+        "dev",
+        put("power.grid_budget_mw", 0.05),
+        "power.grid_budget_mw",
+        0.05,
+        "allowed: a budget of at least",
+    ),
+    Bad(
+        "power-over-budget-uk",
+        "uk",
+        put("power.grid_budget_mw", 10.0),
+        "power.grid_budget_mw",
+        10.0,
+        "allowed: a budget of at least",
+    ),
+    Bad("grid-budget-zero", "dev", put("power.grid_budget_mw", 0), "power.grid_budget_mw", 0, "greater than 0"),
+    Bad(
+        "grid-budget-infinite",
+        "dev",
+        put("power.grid_budget_mw", float("inf")),
+        "power.grid_budget_mw",
+        float("inf"),
+        "",
+    ),
+    Bad("pue-below-1", "dev", put("power.pue", 0.95), "power.pue", 0.95, "greater than or equal to 1"),
+    Bad("pue-above-3", "dev", put("power.pue", 3.5), "power.pue", 3.5, "less than or equal to 3"),
+    Bad(
+        "unknown-energy-source",
+        "dev",
+        put("power.energy_source", "coal"),
+        "power.energy_source",
+        "coal",
+        "'hydro'",
+    ),
+    # address plan
+    Bad(
+        "supernets-overlap",
+        "dev",
+        put("ip_plan.management", "10.0.0.0/21"),
+        "ip_plan.management",
+        "10.0.0.0/21",
+        "must not overlap",
+    ),
+    Bad(
+        "kubernetes-supernets-overlap",
+        "uk",
+        put("ip_plan.kubernetes_services", "10.129.0.0/18"),
+        "ip_plan.kubernetes_services",
+        "10.129.0.0/18",
+        "overlaps kubernetes_pods",
+    ),
+    Bad(
+        "bmc-supernet-too-small",
+        "dev",
+        put("ip_plan.bmc", "10.0.0.0/27"),
+        "ip_plan.bmc",
+        "10.0.0.0/27",
+        "allowed: a supernet of /26 or larger",
+    ),
+    Bad(
+        "compute-supernet-too-small",
+        "uk",
+        put("ip_plan.compute", "10.21.0.0/20"),
+        "ip_plan.compute",
+        "10.21.0.0/20",
+        "allowed: a supernet of /18 or larger",
+    ),
+    Bad(
+        "supernet-host-bits-set",
+        "dev",
+        put("ip_plan.bmc", "10.0.0.1/22"),
+        "ip_plan.bmc",
+        "10.0.0.1/22",
+        "IPv4 network",
+    ),
+    Bad(
+        "supernet-given-as-a-number",
+        "uk",
+        put("ip_plan.kubernetes_pods", 7),
+        "ip_plan.kubernetes_pods",
+        7,
+        "",
+    ),
+    Bad("supernet-ipv6", "dev", put("ip_plan.storage", "fd00::/64"), "ip_plan.storage", "fd00::/64", "IPv4"),
+    # whole nodes, whole racks, halls
+    Bad("h100-not-whole-nodes", "dev", put("clusters[0].gpus", 30), "clusters[0].gpus", 30, "a multiple of 8"),
+    Bad(
+        "gb200-not-whole-racks",
+        "narvik",
+        put("clusters[0].gpus", 25000),
+        "clusters[0].gpus",
+        25000,
+        "a multiple of 72",
+    ),
+    Bad(
+        "gb300-not-whole-racks",
+        "narvik",
+        put("clusters[3].gpus", 600),
+        "clusters[3].gpus",
+        600,
+        "a multiple of 72",
+    ),
+    Bad(
+        "racks-over-hall-capacity",
+        "uk",
+        put("clusters[1].gpus", 8192),
+        "halls[1].rack_positions",
+        200,
+        "allowed: at most 200 racks",
+    ),
+    Bad(
+        "hall-too-small-dev",
+        "dev",
+        put("halls[0].rack_positions", 1),
+        "halls[0].rack_positions",
+        1,
+        "allowed: at most 1 racks",
+    ),
+    Bad(
+        "rack-power-over-hall-limit",
+        "dev",
+        put("clusters[0].nodes_per_rack", 5),
+        "clusters[0].nodes_per_rack",
+        5,
+        "allowed: at most 4 nodes per rack",
+    ),
+    Bad(
+        "hall-rack-power-too-low-for-hgx",
+        "uk",
+        put("halls[0].rack_power_kw", 30),
+        "clusters[0].nodes_per_rack",
+        4,
+        "allowed: at most 2 nodes per rack",
+    ),
+    Bad(
+        "gb200-in-air-hall",
+        "dev",
+        GB200_72,
+        "clusters[0].hall",
+        "lab",
+        "allowed: a liquid-cooled hall",
+    ),
+    Bad(
+        "nvl72-moved-to-air-hall",
+        "narvik",
+        put("clusters[2].hall", "hall-e"),
+        "clusters[2].hall",
+        "hall-e",
+        "allowed: a liquid-cooled hall",
+    ),
+    Bad(
+        "gb200-rack-over-hall-kw",
+        "uk",
+        both(put("clusters[1].sku", "GB200-NVL72"), put("clusters[1].gpus", 72 * 57)),
+        "clusters[1].hall",
+        "hall-2",
+        "allowed: a hall with racks of >= 132 kW",
+    ),
+    Bad(
+        "three-tier-fabric-too-small",
+        "dev",
+        put("clusters[0].gpus", 70_000),
+        "clusters[0].compute_fabric",
+        "ib",
+        "65536",
+    ),
+    # clusters
+    Bad("unknown-sku", "dev", put("clusters[0].sku", "H300-SXM"), "clusters[0].sku", "H300-SXM", "allowed"),
+    Bad(
+        "gpus-and-scalable-units",
+        "dev",
+        put("clusters[0].scalable_units", 1),
+        "clusters[0].gpus",
+        32,
+        "exactly one of 'gpus' or 'scalable_units'",
+    ),
+    Bad(
+        "neither-gpus-nor-scalable-units",
+        "uk",
+        drop("clusters[1].gpus"),
+        "clusters[1].gpus",
+        None,
+        "exactly one of 'gpus' or 'scalable_units'",
+    ),
+    Bad("gpus-negative", "dev", put("clusters[0].gpus", -8), "clusters[0].gpus", -8, "greater than 0"),
+    Bad(
+        "scalable-units-zero",
+        "uk",
+        put("clusters[0].scalable_units", 0),
+        "clusters[0].scalable_units",
+        0,
+        "greater than 0",
+    ),
+    Bad(
+        "nodes-per-rack-over-64",
+        "dev",
+        put("clusters[0].nodes_per_rack", 65),
+        "clusters[0].nodes_per_rack",
+        65,
+        "less than or equal to 64",
+    ),
+    Bad(
+        "nvl72-nodes-per-rack-not-18",
+        "narvik",
+        put("clusters[0].nodes_per_rack", 16),
+        "clusters[0].nodes_per_rack",
+        16,
+        "18",
+    ),
+    Bad(
+        "cluster-name-upper-case",
+        "dev",
+        put("clusters[0].name", "H100"),
+        "clusters[0].name",
+        "H100",
+        "allowed",
+    ),
+    Bad("site-name-upper-case", "dev", put("name", "Dev"), "name", "Dev", "allowed"),
+    Bad(
+        "tenant-with-underscore",
+        "uk",
+        put("clusters[0].tenant", "nhs_research"),
+        "clusters[0].tenant",
+        "nhs_research",
+        "allowed",
+    ),
+    Bad(
+        "duplicate-cluster-names",
+        "uk",
+        put("clusters[1].name", "h200"),
+        "clusters[1].name",
+        "h200",
+        "must be unique",
+    ),
+    Bad(
+        "duplicate-hall-names",
+        "uk",
+        copy_item("halls[0]", "halls"),
+        "halls[2].name",
+        "hall-1",
+        "must be unique",
+    ),
+    Bad(
+        "unknown-scheduler",
+        "dev",
+        put("clusters[0].scheduler", "pbs"),
+        "clusters[0].scheduler",
+        "pbs",
+        "'slurm'",
+    ),
+    Bad(
+        "unknown-hall-reference",
+        "dev",
+        put("clusters[0].hall", "hall-9"),
+        "clusters[0].hall",
+        "hall-9",
+        "allowed: lab",
+    ),
+    Bad(
+        "unknown-compute-fabric",
+        "dev",
+        put("clusters[0].compute_fabric", "roce"),
+        "clusters[0].compute_fabric",
+        "roce",
+        "allowed: ib",
+    ),
+    Bad(
+        "compute-fabric-is-storage-fabric",
+        "uk",
+        put("clusters[0].compute_fabric", "storage"),
+        "clusters[0].compute_fabric",
+        "storage",
+        "allowed: ndr, ndr-ufm",
+    ),
+    # fabrics
+    Bad(
+        "switch-technology-mismatch",
+        "uk",
+        put("fabrics[1].switch", "SN5600"),
+        "fabrics[1].switch",
+        "SN5600",
+        "this fabric is infiniband-ndr",
+    ),
+    Bad(
+        "infiniband-switch-on-ethernet-fabric",
+        "dev",
+        put("fabrics[1].switch", "QM9700"),
+        "fabrics[1].switch",
+        "QM9700",
+        "this fabric is ethernet",
+    ),
+    Bad("unknown-switch", "dev", put("fabrics[0].switch", "QM8700"), "fabrics[0].switch", "QM8700", "allowed"),
+    Bad(
+        "ethernet-compute-fabric",
+        "dev",
+        both(put("fabrics[0].technology", "ethernet"), put("fabrics[0].switch", "SN4600C")),
+        "fabrics[0].technology",
+        "ethernet",
+        "InfiniBand or Spectrum-X",
+    ),
+    Bad(
+        "missing-storage-fabric",
+        "dev",
+        drop("fabrics[1]"),
+        "fabrics",
+        ["ib", "oob"],
+        "exactly one 'storage' fabric, has 0",
+    ),
+    Bad(
+        "two-oob-fabrics",
+        "uk",
+        append("fabrics", OOB2),
+        "fabrics",
+        ["ndr-ufm", "ndr", "storage", "oob", "oob2"],
+        "exactly one 'oob' fabric, has 2",
+    ),
+    Bad(
+        "ports-per-node-over-16",
+        "dev",
+        put("fabrics[1].ports_per_node", 17),
+        "fabrics[1].ports_per_node",
+        17,
+        "less than or equal to 16",
+    ),
+    Bad(
+        "ufm-node-slots-over-8",
+        "uk",
+        put("fabrics[0].ufm_node_slots", 9),
+        "fabrics[0].ufm_node_slots",
+        9,
+        "less than or equal to 8",
+    ),
+    # storage
+    Bad(
+        "storage-tier-in-unknown-hall",
+        "uk",
+        put("storage[1].hall", "hall-3"),
+        "storage[1].hall",
+        "hall-3",
+        "allowed: hall-1, hall-2",
+    ),
+    Bad(
+        "storage-rack-power-over-hall-limit",
+        "uk",
+        put("storage[0].power_kw", 500.0),
+        "storage[0].power_kw",
+        500.0,
+        "allowed: at most 450 kW over 10 racks",
+    ),
+    Bad(
+        "storage-capacity-zero",
+        "dev",
+        put("storage[0].capacity_pb", 0),
+        "storage[0].capacity_pb",
+        0,
+        "greater than 0",
+    ),
+    Bad("storage-kind-unknown", "dev", put("storage[0].kind", "tape"), "storage[0].kind", "tape", "'object'"),
+    # software
+    Bad(
+        "cuda-12.8-with-driver-550",
+        "dev",
+        put("software.driver_branch", 550),
+        "software.driver_branch",
+        550,
+        ">= 570",
+    ),
+    Bad("unknown-cuda", "dev", put("software.cuda", "11.8"), "software.cuda", "11.8", "allowed: 12.0"),
+    Bad(
+        "gb300-needs-newer-driver",
+        "dev",
+        both(
+            put("halls[0].cooling", "liquid"),
+            put("clusters[0].sku", "GB300-NVL72"),
+            put("clusters[0].gpus", 72),
+        ),
+        "software.driver_branch",
+        570,
+        ">= 580",
+    ),
+    Bad(
+        "narvik-gb300-on-driver-575",
+        "narvik",
+        both(put("software.driver_branch", 575), put("software.cuda", "12.8")),
+        "software.driver_branch",
+        575,
+        ">= 580",
+    ),
+    Bad(
+        "driver-branch-too-old",
+        "dev",
+        put("software.driver_branch", 400),
+        "software.driver_branch",
+        400,
+        "greater than or equal to 470",
+    ),
+    Bad(
+        "kubernetes-too-old",
+        "dev",
+        put("software.kubernetes", "1.24"),
+        "software.kubernetes",
+        "1.24",
+        "allowed",
+    ),
+    Bad(
+        "kubernetes-too-new",
+        "uk",
+        put("software.kubernetes", "1.38"),
+        "software.kubernetes",
+        "1.38",
+        "allowed",
+    ),
+    Bad("unknown-os", "dev", put("software.os", "centos-7"), "software.os", "centos-7", "'ubuntu-24.04'"),
+    # identity
+    Bad("country-lower-case", "dev", put("country", "no"), "country", "no", "allowed"),
+    Bad("country-three-letters", "uk", put("country", "GBR"), "country", "GBR", "allowed"),
+    Bad("jurisdiction-unknown", "dev", put("jurisdiction", "US"), "jurisdiction", "US", "'EEA'"),
+    Bad("region-empty", "dev", put("region", ""), "region", "", "at least 1 character"),
+    Bad("no-halls", "dev", put("halls", []), "halls", [], "at least 1 item"),
+    Bad("no-clusters", "uk", put("clusters", []), "clusters", [], "at least 1 item"),
+    # unknown keys (typos): the message names the key meant
+    Bad("typo-top-level", "dev", rename("region", "regoin"), "regoin", "lab", "did you mean 'region'?"),
+    Bad(
+        "typo-in-power",
+        "dev",
+        rename("power.grid_budget_mw", "grid_budget_mwh"),
+        "power.grid_budget_mwh",
+        1.0,
+        "did you mean 'grid_budget_mw'?",
+    ),
+    Bad(
+        "typo-in-cluster",
+        "dev",
+        rename("clusters[0].gpus", "gpu"),
+        "clusters[0].gpu",
+        32,
+        "did you mean 'gpus'?",
+    ),
+    Bad(
+        "typo-in-second-cluster",
+        "uk",
+        rename("clusters[1].compute_fabric", "compute_fabrics"),
+        "clusters[1].compute_fabrics",
+        "ndr",
+        "did you mean 'compute_fabric'?",
+    ),
+    Bad(
+        "typo-in-ip-plan",
+        "dev",
+        rename("ip_plan.kubernetes_pods", "kubernetes_podz"),
+        "ip_plan.kubernetes_podz",
+        "10.32.0.0/16",
+        "did you mean 'kubernetes_pods'?",
+    ),
+    Bad(
+        "typo-in-hall",
+        "dev",
+        rename("halls[0].rack_power_kw", "rack_power"),
+        "halls[0].rack_power",
+        45,
+        "did you mean 'rack_power_kw'?",
+    ),
+    Bad(
+        "typo-in-storage-tier",
+        "uk",
+        rename("storage[1].endpoint", "endpoint_url"),
+        "storage[1].endpoint_url",
+        "https://s3.uk.fjord.example",
+        "did you mean 'endpoint'?",
+    ),
+    Bad(
+        "typo-in-software",
+        "dev",
+        rename("software.driver_branch", "driver"),
+        "software.driver",
+        570,
+        "did you mean 'driver_branch'?",
+    ),
+]
+
+
+def _reject(case: Bad) -> tuple[SiteError, list[Problem]]:
+    raw = BASES[case.base]()
+    case.mutate(raw)
+    with pytest.raises(SiteError) as caught:
+        size_site(load_site(raw))
+    exc = caught.value
+    at_path = [p for p in exc.problems if p.path == case.path]
+    assert at_path, f"no problem at {case.path!r}; got: {exc.lines()}"
+    return exc, at_path
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_bad_site_is_rejected_at_its_field(case: Bad) -> None:
+    exc, at_path = _reject(case)
+    matching = [p for p in at_path if case.hint in p.message]
+    assert matching, f"no problem at {case.path!r} says {case.hint!r}; got: {[str(p) for p in at_path]}"
+    problem = matching[0]
+    assert problem.value == case.value
+    assert shown(case.value) in str(problem)
+    assert str(problem).startswith(f"{case.path}: ")
+    assert str(problem) in str(exc)
+
+
+def test_the_table_is_big_and_distinct() -> None:
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+    inputs = set()
+    for case in CASES:
+        raw = BASES[case.base]()
+        case.mutate(raw)
+        inputs.add(repr(raw))
+    assert len(inputs) == len(CASES), "two cases make the same bad site"
+
+
+def test_typos_suggest_the_right_key_and_list_the_allowed_ones() -> None:
+    raw = dev_raw()
+    rename("clusters[0].gpus", "gpu")(raw)
+    with pytest.raises(SiteError) as caught:
+        load_site(raw)
+    (problem,) = [p for p in caught.value.problems if p.path == "clusters[0].gpu"]
+    assert "unknown key" in problem.message
+    assert "did you mean 'gpus'?" in problem.message
+    assert "allowed keys: " in problem.message
+    for key in ("compute_fabric", "gpus", "hall", "name", "scalable_units", "sku", "tenant"):
+        assert key in problem.message
+
+
+# --- stack files ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadStack:
+    id: str
+    run: Callable[[], object]
+    path: str
+    value: Any
+    hint: str
+
+
+BAD_STACKS: list[BadStack] = [
+    BadStack(
+        "prod-without-site",
+        lambda: parse_stack_doc("prod", {"config": {}}),
+        "fjord:site",
+        None,
+        "is missing",
+    ),
+    BadStack(
+        "prod-without-config",
+        lambda: parse_stack_doc("prod", {}),
+        "fjord:site",
+        None,
+        "is missing",
+    ),
+    BadStack(
+        "site-is-a-secret",
+        lambda: parse_stack_doc("prod", {"config": {"fjord:site": {"secure": "v1:abc"}}}),
+        "fjord:site",
+        "[secret]",
+        "must be a mapping",
+    ),
+    BadStack(
+        "site-is-a-list",
+        lambda: parse_stack_doc("prod", {"config": {"fjord:site": [1, 2]}}),
+        "fjord:site",
+        [1, 2],
+        "must be a mapping",
+    ),
+    BadStack(
+        "config-is-a-string",
+        lambda: parse_stack_doc("prod", {"config": "fjord:site"}),
+        "config",
+        "str",
+        "must be a mapping",
+    ),
+    BadStack(
+        "unknown-stack-file",
+        lambda: read_stack("nowhere", STACKS),
+        "stack",
+        "nowhere",
+        "allowed stacks: dev, narvik, uk",
+    ),
+    BadStack("site-not-a-mapping", lambda: load_site(["dev"]), "", "list", "must be a mapping"),
+    BadStack(
+        "dev-site-key-typo",
+        lambda: parse_stack_doc("dev", {"config": {"fjord:sitee": {"name": "x"}}}),
+        "fjord:sitee",
+        "...",
+        "did you mean 'fjord:site'?",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in BAD_STACKS])
+def test_bad_stack_file_is_rejected(case: BadStack) -> None:
+    with pytest.raises(SiteError) as caught:
+        case.run()
+    problems = [p for p in caught.value.problems if p.path == case.path]
+    assert problems, f"no problem at {case.path!r}; got: {caught.value.lines()}"
+    problem = problems[0]
+    assert case.hint in problem.message
+    assert problem.value == case.value
+    assert shown(case.value) in str(problem)
+
+
+def test_dev_stack_without_site_uses_the_embedded_default() -> None:
+    cfg = parse_stack_doc("dev", {"config": {}})
+    assert cfg.embedded_default
+    assert cfg.site == default_site()
+
+
+# --- a rejected input changes nothing; sites are frozen ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.id) for c in CASES if c.id in {"typo-in-cluster", "supernets-overlap"}]
+)
+def test_rejected_input_is_not_mutated(case: Bad) -> None:
+    raw = BASES[case.base]()
+    case.mutate(raw)
+    before = copy.deepcopy(raw)
+    with pytest.raises(SiteError):
+        size_site(load_site(raw))
+    assert raw == before
+    # and it fails the same way a second time: nothing was cached or half-applied
+    with pytest.raises(SiteError) as again:
+        size_site(load_site(raw))
+    assert any(p.path == case.path for p in again.value.problems)
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_accepted_input_is_not_mutated(base: str) -> None:
+    raw = BASES[base]()
+    before = copy.deepcopy(raw)
+    size_site(load_site(raw))
+    assert raw == before
+
+
+@pytest.mark.parametrize(
+    ("target", "field", "value"),
+    [
+        pytest.param(lambda s: s, "name", "other", id="site.name"),
+        pytest.param(lambda s: s.power, "grid_budget_mw", 1e6, id="power.grid_budget_mw"),
+        pytest.param(lambda s: s.halls[0], "rack_positions", 10_000, id="halls[0].rack_positions"),
+        pytest.param(lambda s: s.clusters[0], "gpus", 8, id="clusters[0].gpus"),
+        pytest.param(lambda s: s.fabrics[0], "switch", "SN5600", id="fabrics[0].switch"),
+        pytest.param(lambda s: s.ip_plan, "bmc", None, id="ip_plan.bmc"),
+        pytest.param(lambda s: s.software, "driver_branch", 400, id="software.driver_branch"),
+    ],
+)
+def test_site_models_are_frozen(target: Callable[[Any], Any], field: str, value: Any) -> None:
+    site = load_site(dev_raw())
+    model = target(site)
+    before = getattr(model, field)
+    with pytest.raises(ValidationError, match="frozen"):
+        setattr(model, field, value)
+    assert getattr(model, field) == before
+
+
+# --- every problem at once --------------------------------------------------------------------------
+
+
+def test_all_model_problems_are_reported_at_once() -> None:
+    raw = dev_raw()
+    both(
+        put("name", "Dev"),
+        put("power.pue", 5),
+        put("software.kubernetes", "1.24"),
+        put("clusters[0].gpus", 30),
+    )(raw)
+    with pytest.raises(SiteError) as caught:
+        load_site(raw)
+    paths = {p.path for p in caught.value.problems}
+    assert {"name", "power.pue", "software.kubernetes", "clusters[0].gpus"} <= paths
+    assert len(caught.value.problems) >= 3
+
+
+def test_all_sizing_problems_are_reported_at_once() -> None:
+    raw = stack_raw("uk")
+    both(
+        put("power.grid_budget_mw", 1.0),
+        put("storage[0].power_kw", 500.0),
+        put("ip_plan.compute", "10.21.0.0/20"),
+    )(raw)
+    site = load_site(raw)
+    with pytest.raises(SiteError) as caught:
+        size_site(site)
+    paths = {p.path for p in caught.value.problems}
+    assert {"power.grid_budget_mw", "storage[0].power_kw", "ip_plan.compute"} <= paths
+    assert len(caught.value.problems) >= 3
+
+
+def test_cluster_limits_do_not_hide_site_limits() -> None:
+    """A rack over its power limit must not hide an over-budget site or a too-small supernet."""
+    raw = stack_raw("uk")
+    both(
+        put("clusters[0].nodes_per_rack", 5),
+        put("power.grid_budget_mw", 1.0),
+        put("ip_plan.compute", "10.21.0.0/24"),
+    )(raw)
+    site = load_site(raw)
+    with pytest.raises(SiteError) as caught:
+        size_site(site)
+    paths = {p.path for p in caught.value.problems}
+    assert {"clusters[0].nodes_per_rack", "power.grid_budget_mw", "ip_plan.compute"} <= paths
+
+
+def test_all_reference_problems_are_reported_at_once() -> None:
+    raw = stack_raw("uk")
+    both(
+        put("clusters[0].hall", "hall-9"),
+        put("clusters[1].compute_fabric", "storage"),
+        put("storage[0].hall", "hall-3"),
+        append("fabrics", OOB2),
+    )(raw)
+    with pytest.raises(SiteError) as caught:
+        load_site(raw)
+    paths = {p.path for p in caught.value.problems}
+    assert {"clusters[0].hall", "clusters[1].compute_fabric", "storage[0].hall", "fabrics"} <= paths
+
+
+# --- the real stacks are good -----------------------------------------------------------------------
+
+
+def test_the_real_stacks_are_the_three_expected() -> None:
+    assert list_stacks(STACKS) == ["dev", "narvik", "uk"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "uk", "narvik"])
+def test_real_stack_loads_and_sizes(stack: str) -> None:
+    cfg = read_stack(stack, STACKS)
+    site = load_site(cfg.site, str(cfg.path or stack))
+    size = size_site(site)
+    assert size.site == site.name == stack
+    assert size.gpus > 0
+    assert size.power.headroom_kw >= 0
+    assert all(h.used <= h.positions for h in size.halls)
+    assert all(p.addresses <= p.capacity for p in size.pools)
