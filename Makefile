@@ -24,6 +24,7 @@ lint: install
 	$(BIN)/ruff check components tests bench
 	$(BIN)/ruff format --check components tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy --strict bench
 	$(BIN)/lint-imports
 	$(BIN)/yamllint --strict stacks Pulumi.yaml components/fjord/spec/default_site.yaml
 

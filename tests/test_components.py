@@ -100,8 +100,11 @@ def test_inventory_outputs(registrations: list[Registration]) -> Any:
         assert len({h["name"] for h in inventory}) == len(inventory)
         assert len({h["bmc_address"] for h in inventory}) == len(inventory)
         assert {h["cluster"] for h in inventory} == {"h200", "b200"}
-        assert unit_hosts == [h for h in inventory if h["cluster"] == "h200" and h["scalable_unit"] == 0]
+        first_unit = [h for h in inventory if h["cluster"] == "h200" and h["scalable_unit"] == 0]
+        assert [{k: h[k] for k in first_unit[0]} for h in unit_hosts] == first_unit
         assert len(unit_hosts) == 32
+        # The unit's own hosts carry every interface, inside the subnets the unit registers.
+        assert all(len(h["compute_addresses"]) == 8 for h in unit_hosts)
         assert summary["gpus"] == 127 * 8 + 4096
         json.dumps(inventory)  # plain data, ready for Ansible and Redfish
 

@@ -201,3 +201,20 @@ def test_breakout_radix_keeps_16_units_on_two_tiers() -> None:
     native = reference_site("B200", 16, ufm=False)
     native["fabrics"][0].update(technology="spectrum-x", switch="SN5600")
     assert size_site(load_site(native)).clusters[0].fabric.tiers == 3
+
+
+def test_unit_subnets_hold_their_nodes_addresses() -> None:
+    """A ScalableUnit registers its subnets, not its hosts: every node address must follow from them."""
+    size = size_site(load_site(stack_site("uk")))
+    for cluster in size.clusters:
+        for unit in cluster.units:
+            nets = {k: ipaddress.IPv4Network(v) for k, v in unit.subnets.items()}
+            nodes = unit.nodes()
+            assert len(nodes) == unit.node_count
+            assert {n.rack for n in nodes} == set(unit.racks)
+            for n in nodes:
+                assert ipaddress.IPv4Address(n.bmc) in nets["bmc"]
+                assert ipaddress.IPv4Address(n.management) in nets["management"]
+                assert ipaddress.IPv4Address(n.storage) in nets["storage"]
+                for r, addr in enumerate(n.compute):
+                    assert ipaddress.IPv4Address(addr) in nets[f"compute-r{r}"]

@@ -25,29 +25,37 @@ class ScalableUnitArgs:
 
 
 class ScalableUnit(pulumi.ComponentResource):
-    """A scalable unit: its nodes are managed in bulk, their inventory is this resource's output."""
+    """A scalable unit: its nodes are managed in bulk.
 
-    hosts: pulumi.Output[list[dict[str, Any]]]
+    Its registered outputs are the unit's address plan (a subnet per purpose and rail), racks and node
+    count, from which every node's addresses follow; the host-by-host inventory is exported once, by the
+    stack, rather than stored again per unit.
+    """
+
     racks: pulumi.Output[list[str]]
     subnets: pulumi.Output[dict[str, str]]
     node_count: pulumi.Output[int]
 
     def __init__(self, name: str, args: ScalableUnitArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("fjord:components:ScalableUnit", name, None, opts)
-        unit = args.unit
-        self.hosts = plain([n.as_dict() for n in unit.nodes])
-        self.racks = plain(list(unit.racks))
-        self.subnets = plain(dict(unit.subnets))
-        self.node_count = plain(len(unit.nodes))
+        self._unit = args.unit
+        self.racks = plain(list(args.unit.racks))
+        self.subnets = plain(dict(args.unit.subnets))
+        self.node_count = plain(args.unit.node_count)
         self.register_outputs(
             {
                 "sku": args.sku,
-                "hosts": self.hosts,
+                "first_node": args.unit.first_node,
                 "racks": self.racks,
                 "subnets": self.subnets,
                 "node_count": self.node_count,
             }
         )
+
+    @property
+    def hosts(self) -> pulumi.Output[list[dict[str, Any]]]:
+        """The unit's hosts with every interface address (built on demand, not registered)."""
+        return plain([n.as_dict() for n in self._unit.nodes()])
 
 
 @dataclass(frozen=True)

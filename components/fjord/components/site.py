@@ -55,7 +55,7 @@ class Site(pulumi.ComponentResource):
         self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
         self.clusters = {c.name: GpuCluster(f"{name}-{c.name}", GpuClusterArgs(c), child) for c in size.clusters}
         self.summary = plain(summary(size))
-        self.inventory = plain([n.as_dict() for n in size.hosts()])
+        self.inventory = plain([n.inventory_record() for n in size.hosts()])
         # The inventory is registered once per scalable unit and exported once by the stack; registering
         # it here too would store every host a third time.
         self.register_outputs({"summary": self.summary})

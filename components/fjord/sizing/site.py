@@ -42,7 +42,12 @@ class Node:
     storage: str
     role: str = "gpu"
 
-    def as_dict(self) -> dict[str, Any]:
+    def inventory_record(self) -> dict[str, Any]:
+        """What the stack exports per host: identity, place and the two addresses tools reach it by.
+
+        Fabric and storage addresses follow from the unit's subnets (each ScalableUnit's `subnets` output
+        and `as_dict`), so the exported inventory does not carry them a second time.
+        """
         return {
             "name": self.name,
             "role": self.role,
@@ -52,6 +57,12 @@ class Node:
             "hall": self.hall,
             "bmc_address": self.bmc,
             "management_address": self.management,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything about the node, every interface address included."""
+        return {
+            **self.inventory_record(),
             "compute_addresses": list(self.compute),
             "storage_address": self.storage,
         }
@@ -59,16 +70,50 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class ScalableUnitSize:
+    """A sized scalable unit. Its nodes are derived on demand from its subnets and rack layout, so that
+    sizing 100k GPUs does not format 175k address strings until someone asks for the inventory."""
+
     cluster: str
     index: int
-    nodes: tuple[Node, ...]
+    node_count: int
     racks: tuple[str, ...]
     subnets: dict[str, str]
     """Purpose -> CIDR of this unit (compute rails as compute-r0, compute-r1, ...)."""
+    host_prefix: str
+    hall: str
+    first_slot: int
+    """The cluster-wide slot index of the unit's first node (racks fill slot by slot)."""
+    first_rack: int
+    nodes_per_rack: int
+    bmc: Subnet
+    management: Subnet
+    storage: Subnet
+    rails: tuple[Subnet, ...]
 
     @property
     def name(self) -> str:
         return f"{self.cluster}-su{self.index:03d}"
+
+    @property
+    def first_node(self) -> str:
+        return f"{self.host_prefix}-su{self.index:03d}-n000"
+
+    def nodes(self) -> list[Node]:
+        per_rack, first_rack, first = self.nodes_per_rack, self.first_rack, self.first_slot
+        return [
+            Node(
+                name=f"{self.host_prefix}-su{self.index:03d}-n{j:03d}",
+                cluster=self.cluster,
+                scalable_unit=self.index,
+                rack=f"{self.hall}-r{first_rack + (first + j) // per_rack + 1:04d}",
+                hall=self.hall,
+                bmc=self.bmc.host(j),
+                management=self.management.host(j),
+                compute=tuple(net.host(j) for net in self.rails),
+                storage=self.storage.host(j),
+            )
+            for j in range(self.node_count)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +214,7 @@ class SiteSize:
         return sum(p.addresses for p in self.pools)
 
     def hosts(self) -> list[Node]:
-        return [n for c in self.clusters for u in c.units for n in u.nodes]
+        return [n for c in self.clusters for u in c.units for n in u.nodes()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,33 +446,26 @@ def _size_cluster(
         rail_nets = [allocators["compute"].allocate(shape.slots_per_su, count) for _ in range(rails)]
         for r, net in enumerate(rail_nets):
             subnets[f"compute-r{r}"] = net
-        nodes: list[Node] = []
-        su_racks: list[str] = []
-        for j in range(count):
-            k = first + j
-            rack = f"{cluster.hall}-r{first_rack + k // per_rack + 1:04d}"
-            if not su_racks or su_racks[-1] != rack:
-                su_racks.append(rack)
-            nodes.append(
-                Node(
-                    name=f"{prefix}-su{su:03d}-n{j:03d}",
-                    cluster=cluster.name,
-                    scalable_unit=su,
-                    rack=rack,
-                    hall=cluster.hall,
-                    bmc=subnets["bmc"].host(j),
-                    management=subnets["management"].host(j),
-                    compute=tuple(net.host(j) for net in rail_nets),
-                    storage=subnets["storage"].host(j),
-                )
-            )
+        last = first + count - 1
+        su_racks = tuple(
+            f"{cluster.hall}-r{first_rack + r + 1:04d}" for r in range(first // per_rack, last // per_rack + 1)
+        )
         units.append(
             ScalableUnitSize(
-                cluster.name,
-                su,
-                tuple(nodes),
-                tuple(su_racks),
-                {k: v.cidr for k, v in subnets.items()},
+                cluster=cluster.name,
+                index=su,
+                node_count=count,
+                racks=su_racks,
+                subnets={k: v.cidr for k, v in subnets.items()},
+                host_prefix=prefix,
+                hall=cluster.hall,
+                first_slot=first,
+                first_rack=first_rack,
+                nodes_per_rack=per_rack,
+                bmc=subnets["bmc"],
+                management=subnets["management"],
+                storage=subnets["storage"],
+                rails=tuple(rail_nets),
             )
         )
     return ClusterSize(

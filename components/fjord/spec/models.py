@@ -302,14 +302,15 @@ class Site(_Spec):
     @model_validator(mode="after")
     def _references(self) -> Site:
         problems: list[Problem] = []
-        for field, items in (
-            ("halls", self.halls),
-            ("fabrics", self.fabrics),
-            ("storage", self.storage),
-            ("clusters", self.clusters),
-        ):
-            for dup in _duplicates(i.name for i in items):
-                first, *repeats = [k for k, i in enumerate(items) if i.name == dup]
+        named: dict[str, list[str]] = {
+            "halls": [h.name for h in self.halls],
+            "fabrics": [f.name for f in self.fabrics],
+            "storage": [t.name for t in self.storage],
+            "clusters": [c.name for c in self.clusters],
+        }
+        for field, names in named.items():
+            for dup in _duplicates(names):
+                first, *repeats = [k for k, n in enumerate(names) if n == dup]
                 problems += [
                     Problem(f"{field}[{k}].name", dup, f"is already the name of {field}[{first}]; names must be unique")
                     for k in repeats
