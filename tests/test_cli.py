@@ -94,12 +94,20 @@ def test_size_json_report() -> None:
         report["power"]["budget_kw"] - report["power"]["facility_kw"], abs=0.2
     )
     assert {h["name"] for h in report["halls"]} == {"hall-1", "hall-2"}
+    assert report["placement"][0] == {
+        "hall": "hall-1",
+        "racks": "hall-1-r0001..r0032",
+        "kind": "compute",
+        "owner": "h200",
+        "count": 32,
+    }
+    assert sum(r["count"] for r in report["placement"]) == report["totals"]["racks"]
 
 
 def test_size_tables() -> None:
     result = runner.invoke(app, ["size", "dev", "--stacks-dir", str(STACKS)])
     assert result.exit_code == 0, result.output
-    for title in ("Clusters", "Fabrics", "Halls", "IP plan", "Power (kW)"):
+    for title in ("Clusters", "Fabrics", "Halls", "Rack placement", "IP plan", "Power (kW)"):
         assert title in result.stdout
     assert "headroom" in result.stdout
 

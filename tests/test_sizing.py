@@ -218,3 +218,20 @@ def test_unit_subnets_hold_their_nodes_addresses() -> None:
                 assert ipaddress.IPv4Address(n.storage) in nets["storage"]
                 for r, addr in enumerate(n.compute):
                     assert ipaddress.IPv4Address(addr) in nets[f"compute-r{r}"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "uk", "narvik"])
+def test_rack_placement_is_contiguous_and_matches_halls(stack: str) -> None:
+    raw = default_site() if stack == "dev" else stack_site(stack)
+    size = size_site(load_site(raw))
+    for hall in size.halls:
+        ranges = [r for r in size.placement if r.hall == hall.name]
+        assert [r.first for r in ranges] == [1] + [r.last + 1 for r in ranges[:-1]]  # no gap, no overlap
+        assert sum(r.racks for r in ranges) == hall.used <= hall.positions
+        kinds = [r.kind for r in ranges]
+        assert kinds == sorted(kinds, key=["compute", "network", "storage"].index)
+    # Node racks are exactly the compute ranges of their cluster.
+    for cluster in size.clusters:
+        (compute,) = [r for r in size.placement if r.kind == "compute" and r.owner == cluster.name]
+        node_racks = {n.rack for u in cluster.units for n in u.nodes()}
+        assert node_racks == {f"{compute.hall}-r{i:04d}" for i in range(compute.first, compute.last + 1)}

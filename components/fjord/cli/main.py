@@ -132,6 +132,10 @@ def size_report(site: Site, size: SiteSize) -> dict[str, Any]:
             }
             for h in size.halls
         ],
+        "placement": [
+            {"hall": r.hall, "racks": r.span, "kind": r.kind, "owner": r.owner, "count": r.racks}
+            for r in size.placement
+        ],
         "ip_plan": [
             {
                 "purpose": p.purpose,
@@ -206,6 +210,7 @@ def size(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = Fal
         ("Clusters", "clusters"),
         ("Fabrics", "fabrics"),
         ("Halls", "halls"),
+        ("Rack placement", "placement"),
         ("IP plan", "ip_plan"),
     ):
         out.print(_table(title, report[key]))

@@ -150,6 +150,30 @@ class HallUse:
 
 
 @dataclass(frozen=True, slots=True)
+class RackRange:
+    """Consecutive rack positions of a hall given to one owner: a cluster's compute or network racks, a
+    site fabric's network racks, or a storage tier."""
+
+    hall: str
+    kind: Literal["compute", "network", "storage"]
+    owner: str
+    first: int
+    last: int
+
+    @property
+    def racks(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def span(self) -> str:
+        return f"{self.hall}-r{self.first:04d}..r{self.last:04d}"
+
+
+Block = tuple[str, Literal["compute", "network", "storage"], str, int]
+"""(hall, kind, owner, racks): racks to place, in order."""
+
+
+@dataclass(frozen=True, slots=True)
 class PoolUse:
     purpose: str
     supernet: str
@@ -186,6 +210,8 @@ class SiteSize:
     fabrics: tuple[FabricSize, ...]
     """Every fabric instance: one compute fabric per cluster, then the site's storage and OOB fabrics."""
     halls: tuple[HallUse, ...]
+    placement: tuple[RackRange, ...]
+    """Every rack position in use, hall by hall: compute racks first (node rack names follow them)."""
     pools: tuple[PoolUse, ...]
     power: PowerUse
 
@@ -296,8 +322,7 @@ def size_site(site: Site) -> SiteSize:
     problems: list[Problem] = []
     allocators = {p: Allocator(p, getattr(site.ip_plan, p)) for p in PURPOSES}
     hall_compute: dict[str, int] = {h.name: 0 for h in site.halls}
-    hall_network: dict[str, int] = {h.name: 0 for h in site.halls}
-    hall_storage: dict[str, int] = {h.name: 0 for h in site.halls}
+    """Compute racks placed so far per hall: a cluster's node racks follow the clusters before it."""
 
     shapes = [cluster_shape(c, site) for c in site.clusters]
     for i, (cluster, shape) in enumerate(zip(site.clusters, shapes, strict=True)):
@@ -310,7 +335,6 @@ def size_site(site: Site) -> SiteSize:
         if shape.nodes <= 0:
             continue
         clusters.append(_size_cluster(site, cluster, shape, allocators, hall_compute))
-        hall_network[cluster.hall] += clusters[-1].network_racks
 
     total_nodes = sum(c.nodes for c in clusters)
     site_fabrics: list[FabricSize] = []
@@ -330,15 +354,22 @@ def size_site(site: Site) -> SiteSize:
                 endpoint_cables=ports,
             )
         )
-    for tier in site.storage:
-        hall_storage[tier.hall] += tier.racks
-    # Site-wide fabrics serve every node: their switches stand in the hall with the most free positions.
-    free = {
-        h.name: h.rack_positions - hall_compute[h.name] - hall_network[h.name] - hall_storage[h.name]
-        for h in site.halls
-    }
+    # Racks in each hall: compute, then network, then storage. Site-wide fabrics serve every node: their
+    # switches stand in the hall with the most free positions.
+    cluster_blocks: list[Block] = [
+        *((c.hall, "compute", c.name, c.racks) for c in clusters),
+        *((c.hall, "network", c.fabric.name, c.network_racks) for c in clusters),
+    ]
+    storage_blocks: list[Block] = [(t.hall, "storage", t.name, t.racks) for t in site.storage]
+    free = {h.name: h.rack_positions for h in site.halls}
+    for hall, _, _, count in cluster_blocks + storage_blocks:
+        free[hall] -= count
     core_hall = max(site.halls, key=lambda h: free[h.name]).name
-    hall_network[core_hall] += sum(ceil(f.switches / SWITCHES_PER_NETWORK_RACK) for f in site_fabrics)
+    fabric_blocks: list[Block] = [
+        (core_hall, "network", f.name, ceil(f.switches / SWITCHES_PER_NETWORK_RACK)) for f in site_fabrics
+    ]
+    blocks = cluster_blocks + fabric_blocks + storage_blocks
+    placement = _place(blocks)
 
     for i, tier in enumerate(site.storage):
         limit = site.hall(tier.hall).rack_power_kw
@@ -353,7 +384,14 @@ def size_site(site: Site) -> SiteSize:
             )
 
     halls = tuple(
-        HallUse(h.name, h.rack_positions, hall_compute[h.name], hall_network[h.name], hall_storage[h.name])
+        HallUse(
+            h.name,
+            h.rack_positions,
+            *(
+                sum(r.racks for r in placement if r.hall == h.name and r.kind == k)
+                for k in ("compute", "network", "storage")
+            ),
+        )
         for h in site.halls
     )
     for i, use in enumerate(halls):
@@ -399,7 +437,21 @@ def size_site(site: Site) -> SiteSize:
         raise SiteError(problems)
 
     pools = tuple(PoolUse(p, str(a.supernet), a.subnets, a.hosts, a.capacity) for p, a in allocators.items())
-    return SiteSize(site.name, tuple(clusters), fabrics, halls, pools, power)
+    return SiteSize(site.name, tuple(clusters), fabrics, halls, placement, pools, power)
+
+
+def _place(blocks: list[Block]) -> tuple[RackRange, ...]:
+    """Give each block consecutive positions in its hall, in order (positions count from 1)."""
+    cursor: dict[str, int] = {}
+    ranges: list[RackRange] = []
+    for hall, kind, owner, count in blocks:
+        if count <= 0:
+            continue
+        first = cursor.get(hall, 0) + 1
+        cursor[hall] = first + count - 1
+        ranges.append(RackRange(hall, kind, owner, first, first + count - 1))
+    hall_order = {hall: i for i, hall in enumerate(cursor)}
+    return tuple(sorted(ranges, key=lambda r: (hall_order[r.hall], r.first)))
 
 
 def _size_cluster(
