@@ -125,3 +125,40 @@ def test_program_rejects_bad_site_before_registering(registrations: list[Registr
         pulumi.runtime.set_all_config({})
     assert [p.path for p in info.value.problems] == ["power.grid_budget_mw"]
     assert registrations == []
+
+
+def test_pulumi_entry_point_runs_the_program(registrations: list[Registration]) -> None:
+    """`pulumi up` runs the root __main__.py with the stack's config: the same program the plan runs."""
+    import runpy
+
+    from .conftest import REPO
+
+    pulumi.runtime.set_all_config({"fjord:site": json.dumps(stack_site("uk"))})
+    try:
+
+        @pulumi.runtime.test
+        def run() -> None:
+            runpy.run_path(str(REPO / "__main__.py"), run_name="__main__")
+
+        run()
+    finally:
+        pulumi.runtime.set_all_config({})
+    types = Counter(r.type for r in registrations)
+    assert types["fjord:components:Site"] == 1
+    assert types["fjord:components:ScalableUnit"] == 20
+
+
+def test_pulumi_project_file() -> None:
+    """Pulumi.yaml names the project, the Python runtime with the project's venv, and stacks/ for config."""
+    import yaml
+
+    from .conftest import REPO, STACKS
+
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    assert project["name"] == "fjord"
+    assert project["runtime"]["name"] == "python"
+    assert project["runtime"]["options"]["virtualenv"] == ".venv"
+    assert project["stackConfigDir"] == "stacks"
+    for path in STACKS.glob("Pulumi.*.yaml"):
+        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+        assert all(key.startswith("fjord:") for key in config), path
