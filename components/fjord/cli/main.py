@@ -81,14 +81,7 @@ def size_report(site: Site, size: SiteSize) -> dict[str, Any]:
     """The capacity report as data: what `fjord size --json` prints."""
     return {
         "site": site.name,
-        "totals": {
-            "gpus": size.gpus,
-            "nodes": size.nodes,
-            "racks": size.racks,
-            "switches": size.switches,
-            "cables": size.cables,
-            "addresses": size.addresses,
-        },
+        "totals": size.totals(),
         "clusters": [
             {
                 "name": c.name,

@@ -23,21 +23,6 @@ class SiteArgs:
     """The site as sized by `fjord.sizing.size_site(spec)`; components register exactly this."""
 
 
-def summary(size: SiteSize) -> dict[str, Any]:
-    """The capacity figures a stack exports and `fjord size` reports."""
-    return {
-        "gpus": size.gpus,
-        "nodes": size.nodes,
-        "racks": size.racks,
-        "switches": size.switches,
-        "cables": size.cables,
-        "addresses": size.addresses,
-        "it_mw": round(size.power.it_kw / 1000, 3),
-        "facility_mw": round(size.power.facility_kw / 1000, 3),
-        "headroom_mw": round(size.power.headroom_kw / 1000, 3),
-    }
-
-
 class Site(pulumi.ComponentResource):
     """A GPU site. Its outputs carry the capacity summary and the host inventory."""
 
@@ -54,7 +39,7 @@ class Site(pulumi.ComponentResource):
         self.network = Network(f"{name}-network", NetworkArgs(size.fabrics, size.pools), child)
         self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
         self.clusters = {c.name: GpuCluster(f"{name}-{c.name}", GpuClusterArgs(c), child) for c in size.clusters}
-        self.summary = plain(summary(size))
+        self.summary = plain(size.totals())
         self.inventory = plain([n.inventory_record() for n in size.hosts()])
         # The inventory is registered once per scalable unit and exported once by the stack; registering
         # it here too would store every host a third time.

@@ -239,6 +239,20 @@ class SiteSize:
     def addresses(self) -> int:
         return sum(p.addresses for p in self.pools)
 
+    def totals(self) -> dict[str, Any]:
+        """The capacity figures a stack exports as `summary` and `fjord size` reports as totals."""
+        return {
+            "gpus": self.gpus,
+            "nodes": self.nodes,
+            "racks": self.racks,
+            "switches": self.switches,
+            "cables": self.cables,
+            "addresses": self.addresses,
+            "it_mw": round(self.power.it_kw / 1000, 3),
+            "facility_mw": round(self.power.facility_kw / 1000, 3),
+            "headroom_mw": round(self.power.headroom_kw / 1000, 3),
+        }
+
     def hosts(self) -> list[Node]:
         return [n for c in self.clusters for u in c.units for n in u.nodes()]
 
