@@ -56,13 +56,14 @@ def _reject(source: str, lines: list[str]) -> typer.Exit:
 
 
 def _load(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
+    source = f"stack {stack}"
     try:
         cfg = read_stack(stack, folder)
         source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"
         site = load_site(cfg.site, source)
         return site, size_site(site), source
     except SiteError as exc:
-        raise _reject(exc.source or f"stack {stack}", exc.lines()) from None
+        raise _reject(exc.source or source, exc.lines()) from None
 
 
 @app.command()
