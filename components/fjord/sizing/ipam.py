@@ -75,10 +75,6 @@ class Allocator:
     def capacity(self) -> int:
         return self.supernet.num_addresses
 
-    @property
-    def used(self) -> int:
-        return min(self._cursor, self._end) - self._start
-
     def minimum_prefix(self) -> int:
         """The shortest supernet prefix that would hold what was asked for."""
         return 32 - (max(self.requested, 1) - 1).bit_length()
