@@ -72,7 +72,8 @@ def validate(stack: StackArg, stacks_dir_: StacksDir = None) -> None:
     site, size, source = _load(stack, stacks_dir_)
     out.print(
         f"[green]ok[/green] {source}: site {site.name} ({site.country}, {site.jurisdiction}), "
-        f"{len(site.clusters)} clusters, {size.gpus:,} GPUs, {size.nodes:,} nodes, "
+        f"{len(site.clusters)} cluster{'' if len(site.clusters) == 1 else 's'}, "
+        f"{size.gpus:,} GPUs, {size.nodes:,} nodes, "
         f"{size.power.facility_kw / 1000:,.2f} of {site.power.grid_budget_mw:g} MW",
         highlight=False,
     )
