@@ -825,34 +825,38 @@ def test_all_model_problems_are_reported_at_once() -> None:
     assert len(caught.value.problems) >= 3
 
 
-def test_all_sizing_problems_are_reported_at_once() -> None:
+@pytest.mark.parametrize(
+    ("edits", "paths"),
+    [
+        pytest.param(
+            (
+                put("power.grid_budget_mw", 1.0),
+                put("storage[0].power_kw", 500.0),
+                put("ip_plan.compute", "10.21.0.0/20"),
+            ),
+            {"power.grid_budget_mw", "storage[0].power_kw", "ip_plan.compute"},
+            id="all-sizing-problems-at-once",
+        ),
+        pytest.param(
+            # A rack over its power limit must not hide an over-budget site or a too-small supernet.
+            (
+                put("clusters[0].nodes_per_rack", 5),
+                put("power.grid_budget_mw", 1.0),
+                put("ip_plan.compute", "10.21.0.0/24"),
+            ),
+            {"clusters[0].nodes_per_rack", "power.grid_budget_mw", "ip_plan.compute"},
+            id="cluster-limits-do-not-hide-site-limits",
+        ),
+    ],
+)
+def test_sizing_reports_every_problem_at_once(edits: tuple[Mutation, ...], paths: set[str]) -> None:
     raw = stack_raw("uk")
-    both(
-        put("power.grid_budget_mw", 1.0),
-        put("storage[0].power_kw", 500.0),
-        put("ip_plan.compute", "10.21.0.0/20"),
-    )(raw)
+    both(*edits)(raw)
     site = load_site(raw)
     with pytest.raises(SiteError) as caught:
         size_site(site)
-    paths = {p.path for p in caught.value.problems}
-    assert {"power.grid_budget_mw", "storage[0].power_kw", "ip_plan.compute"} <= paths
+    assert paths <= {p.path for p in caught.value.problems}
     assert len(caught.value.problems) >= 3
-
-
-def test_cluster_limits_do_not_hide_site_limits() -> None:
-    """A rack over its power limit must not hide an over-budget site or a too-small supernet."""
-    raw = stack_raw("uk")
-    both(
-        put("clusters[0].nodes_per_rack", 5),
-        put("power.grid_budget_mw", 1.0),
-        put("ip_plan.compute", "10.21.0.0/24"),
-    )(raw)
-    site = load_site(raw)
-    with pytest.raises(SiteError) as caught:
-        size_site(site)
-    paths = {p.path for p in caught.value.problems}
-    assert {"clusters[0].nodes_per_rack", "power.grid_budget_mw", "ip_plan.compute"} <= paths
 
 
 def test_all_reference_problems_are_reported_at_once() -> None:
