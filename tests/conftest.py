@@ -13,24 +13,16 @@ from typing import Any
 import pulumi
 import pytest
 
-from fjord.plan.mocks import RecordingMonitor, Registration
+from fjord.plan.mocks import PlanMocks, RecordingMonitor, Registration
 
 REPO = Path(__file__).resolve().parents[1]
 STACKS = REPO / "stacks"
 
 
-class Mocks(pulumi.runtime.Mocks):
-    """No provider can run offline: resources echo their inputs as state and get a predictable id."""
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
-        return {}, None
-
-
-MONITOR = RecordingMonitor(Mocks())
-pulumi.runtime.set_mocks(Mocks(), project="fjord", stack="test", preview=False, monitor=MONITOR)
+# The tests run under the same mocks as `fjord plan`, so they check what the plan shows.
+MOCKS = PlanMocks()
+MONITOR = RecordingMonitor(MOCKS)
+pulumi.runtime.set_mocks(MOCKS, project="fjord", stack="test", preview=False, monitor=MONITOR)
 
 
 @pytest.fixture
