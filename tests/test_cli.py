@@ -157,6 +157,7 @@ def test_plan_over_budget_exit_code(tmp_path: Path) -> None:
     site["ip_plan"].update(bmc="10.0.0.0/12", management="10.16.0.0/12", storage="10.32.0.0/12", compute="10.64.0.0/10")
     site["ip_plan"].pop("kubernetes_pods")
     site["ip_plan"].pop("kubernetes_services")
+    site.pop("tenants")
     write_stack(tmp_path, "huge", site)
     proc = fjord("plan", "huge", "--json", "--stacks-dir", str(tmp_path))
     assert proc.returncode == EXIT_OVER_BUDGET, proc.stderr

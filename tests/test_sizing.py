@@ -28,6 +28,7 @@ def reference_site(sku: str, sus: int, ufm: bool) -> dict[str, Any]:
         "storage": "10.2.0.0/16",
         "compute": "10.64.0.0/12",
     }
+    raw["tenants"] = [{"name": "research"}]
     fabric = raw["fabrics"][0]
     fabric.update(ufm_node_slots=1 if ufm else 0, ufm_cables=4 if ufm else 0)
     raw["clusters"][0] = {

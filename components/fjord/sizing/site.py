@@ -331,6 +331,28 @@ def _cluster_problems(i: int, cluster: Cluster, site: Site, shape: _ClusterShape
     return problems
 
 
+def _quota_problems(site: Site, gpus: dict[str, int]) -> list[Problem]:
+    """Tenants' GPU quotas on a cluster must fit in the GPUs the cluster has."""
+    granted: dict[str, list[tuple[int, int, int]]] = {}
+    for i, tenant in enumerate(site.tenants):
+        for j, quota in enumerate(tenant.gpu_quotas):
+            granted.setdefault(quota.cluster, []).append((i, j, quota.gpus))
+    problems: list[Problem] = []
+    for cluster, grants in granted.items():
+        have = gpus.get(cluster)
+        total = sum(g for _, _, g in grants)
+        if have is not None and total > have:
+            i, j, g = grants[-1]
+            problems.append(
+                Problem(
+                    f"tenants[{i}].gpu_quotas[{j}].gpus",
+                    g,
+                    f"tenant quotas on cluster {cluster!r} add up to {total} GPUs; allowed: at most the {have} it has",
+                )
+            )
+    return problems
+
+
 def size_site(site: Site) -> SiteSize:
     """Size the site, or raise SiteError listing every limit it breaks."""
     problems: list[Problem] = []
@@ -447,6 +469,7 @@ def size_site(site: Site) -> SiteSize:
                 f" {power.pue:g}); allowed: a budget of at least {power.facility_kw / 1000:.2f} MW or a smaller site",
             )
         )
+    problems += _quota_problems(site, {c.name: c.gpus for c in clusters})
     if problems:
         raise SiteError(problems)
 

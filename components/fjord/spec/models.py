@@ -148,6 +148,41 @@ class Fabric(_Spec):
         return replace(sw, radix=self.radix, leaf_downlinks=half, leaf_uplinks=half, port_gbps=sw.port_gbps // 2)
 
 
+class GpuStack(_Spec):
+    """Who owns the GPU driver and the container toolkit on a cluster's nodes.
+
+    'host' means fjord's Ansible roles install and upgrade it; 'operator' means the NVIDIA GPU Operator
+    does, and the Ansible roles leave it alone (verify only). The Ansible roles and the Kubernetes
+    platform both read this one switch, so they never fight over a node.
+    """
+
+    driver: Literal["host", "operator"] = "host"
+    container_toolkit: Literal["host", "operator"] = "host"
+
+
+class Upgrade(_Spec):
+    """How a rolling upgrade of the GPU stack moves through a cluster."""
+
+    batch_percent: int = Field(
+        default=10, ge=1, le=100, description="Share of the cluster's nodes upgraded at once (Ansible 'serial')."
+    )
+    max_fail_percentage: int = Field(
+        default=0, ge=0, le=100, description="Failed nodes in a batch, in percent, that still let the upgrade go on."
+    )
+
+
+class Validation(_Spec):
+    """How hard a node is tested before it takes work, and what it must reach against the catalog's peaks."""
+
+    dcgm_level: int = Field(default=1, ge=0, le=4, description="DCGM diagnostics level (0 = none, 1-4).")
+    gemm_min_fraction: float = Field(
+        default=0.7, gt=0, le=1, description="BF16 GEMM must reach this share of the SKU's dense peak."
+    )
+    hbm_min_fraction: float = Field(
+        default=0.8, gt=0, le=1, description="Device memory copy must reach this share of the SKU's HBM bandwidth."
+    )
+
+
 class Cluster(_Spec):
     """A GPU cluster: one SKU, sized in GPUs or in scalable units, owned by one tenant."""
 
@@ -165,6 +200,9 @@ class Cluster(_Spec):
         le=64,
         description="HGX nodes per rack (default from the SKU); fixed at 18 for NVL72.",
     )
+    gpu_stack: GpuStack = Field(default_factory=GpuStack, description="Who owns the driver and the toolkit.")
+    upgrade: Upgrade = Field(default_factory=Upgrade, description="Rolling upgrade batches and failure budget.")
+    validation: Validation = Field(default_factory=Validation, description="Node acceptance tests.")
 
     @field_validator("sku")
     @classmethod
@@ -200,6 +238,20 @@ class Cluster(_Spec):
                     f"an {sku.name} rack always holds {sku.default_nodes_per_rack} compute trays",
                 )
             )
+        if self.scheduler != "kubernetes":
+            problems += [
+                Problem(
+                    f"gpu_stack.{part}",
+                    "operator",
+                    f"the GPU Operator runs on Kubernetes and this cluster's scheduler is {self.scheduler!r};"
+                    " allowed: 'host'",
+                )
+                for part, owner in (
+                    ("driver", self.gpu_stack.driver),
+                    ("container_toolkit", self.gpu_stack.container_toolkit),
+                )
+                if owner == "operator"
+            ]
         if problems:
             raise SpecProblems(problems)
         return self
@@ -263,6 +315,11 @@ class Software(_Spec):
     driver_branch: int = Field(ge=470, le=999, description="NVIDIA datacenter driver branch, e.g. 570.")
     cuda: Annotated[str, _matching(r"\d+\.\d+", "a CUDA minor release such as 12.8")]
     kubernetes: Annotated[str, _matching(r"1\.(2[5-9]|3[0-7])", "a Kubernetes minor release 1.25-1.37, e.g. 1.31")]
+    driver_source: Literal["repository", "mirror", "preinstalled"] = Field(
+        default="repository",
+        description="Where host-owned drivers come from: NVIDIA's repository, the site's mirror (air_gap.packages),"
+        " or already in the image (verify only).",
+    )
 
     @model_validator(mode="after")
     def _cuda_needs_driver(self) -> Software:
@@ -284,6 +341,32 @@ class Software(_Spec):
         return self
 
 
+class TenantQuota(_Spec):
+    """GPUs a tenant may use in one Kubernetes cluster (a ResourceQuota on nvidia.com/gpu)."""
+
+    cluster: Name
+    gpus: int = Field(ge=0)
+
+
+class Tenant(_Spec):
+    """A tenant of the site: its GPU quotas per cluster and its object storage."""
+
+    name: Name
+    gpu_quotas: tuple[TenantQuota, ...] = ()
+    object_quota_tb: float | None = Field(default=None, gt=0, description="Quota over all its buckets, TB.")
+    buckets: tuple[Name, ...] = Field(default=(), description="Buckets created for the tenant on the object tier.")
+
+
+class AirGap(_Spec):
+    """Where an air-gapped site gets everything it would otherwise download; set once for the whole site."""
+
+    packages: Annotated[str, _matching(r"https?://\S+", "an http(s) URL of the site's package mirror")]
+    registry: Annotated[
+        str, _matching(r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?", "a registry host[:port][/path], no scheme")
+    ]
+    charts: Annotated[str, _matching(r"(https?|oci)://\S+", "an http(s):// or oci:// Helm chart repository")]
+
+
 class Site(_Spec):
     """One GPU site: identity, power, halls, fabrics, address plan, storage, clusters and software."""
 
@@ -298,6 +381,8 @@ class Site(_Spec):
     storage: tuple[StorageTier, ...] = ()
     clusters: tuple[Cluster, ...] = Field(min_length=1)
     software: Software
+    tenants: tuple[Tenant, ...] = Field(default=(), description="Tenants, their GPU quotas and buckets.")
+    air_gap: AirGap | None = Field(default=None, description="Set for a site without outbound network.")
 
     @model_validator(mode="after")
     def _references(self) -> Site:
@@ -307,6 +392,7 @@ class Site(_Spec):
             "fabrics": [f.name for f in self.fabrics],
             "storage": [t.name for t in self.storage],
             "clusters": [c.name for c in self.clusters],
+            "tenants": [t.name for t in self.tenants],
         }
         for field, names in named.items():
             for dup in _duplicates(names):
@@ -372,9 +458,58 @@ class Site(_Spec):
                         f"is not a hall of this site; allowed: {', '.join(halls)}",
                     )
                 )
+        problems += self._tenancy_problems()
+        if self.air_gap is not None and self.software.driver_source == "repository":
+            problems.append(
+                Problem(
+                    "software.driver_source",
+                    "repository",
+                    "an air-gapped site cannot reach NVIDIA's repository; allowed: 'mirror', 'preinstalled'",
+                )
+            )
+        if self.air_gap is None and self.software.driver_source == "mirror":
+            problems.append(
+                Problem("software.driver_source", "mirror", "needs 'air_gap.packages', the site's mirror; none is set")
+            )
         if problems:
             raise SpecProblems(problems)
         return self
+
+    def _tenancy_problems(self) -> list[Problem]:
+        if not self.tenants:
+            return []
+        problems: list[Problem] = []
+        tenants = [t.name for t in self.tenants]
+        clusters = {c.name: c for c in self.clusters}
+        kube = sorted(n for n, c in clusters.items() if c.scheduler == "kubernetes")
+        for i, c in enumerate(self.clusters):
+            if c.tenant not in tenants:
+                problems.append(
+                    Problem(
+                        f"clusters[{i}].tenant",
+                        c.tenant,
+                        f"is not a tenant of this site; allowed: {', '.join(tenants)}",
+                    )
+                )
+        for i, t in enumerate(self.tenants):
+            seen: set[str] = set()
+            for j, q in enumerate(t.gpu_quotas):
+                path = f"tenants[{i}].gpu_quotas[{j}].cluster"
+                if q.cluster in seen:
+                    problems.append(Problem(path, q.cluster, "has a quota already; one quota per cluster"))
+                seen.add(q.cluster)
+                if q.cluster not in kube:
+                    problems.append(
+                        Problem(
+                            path,
+                            q.cluster,
+                            "GPU quotas apply to Kubernetes clusters of this site;"
+                            f" allowed: {', '.join(kube) or '(none defined)'}",
+                        )
+                    )
+            for dup in _duplicates(t.buckets):
+                problems.append(Problem(f"tenants[{i}].buckets", dup, "is listed twice; bucket names must be unique"))
+        return problems
 
     def fabric(self, name: str) -> Fabric:
         return next(f for f in self.fabrics if f.name == name)
