@@ -26,7 +26,9 @@ def test_spec_and_sizing_load_nothing_impure() -> None:
         "import json, sys\n"
         "from fjord.spec.load import default_site, load_site\n"
         "from fjord.sizing import size_site\n"
-        "size_site(load_site(default_site()))\n"
+        "from fjord.platform import build_platform\n"
+        "site = load_site(default_site())\n"
+        "build_platform(site, size_site(site).clusters[0])\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

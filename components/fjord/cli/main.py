@@ -321,5 +321,10 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
         out.print(name, highlight=False)
 
 
+from fjord.cli.render import render  # noqa: E402  (uses the helpers above)
+
+app.command()(render)
+
+
 def main() -> None:
     app()

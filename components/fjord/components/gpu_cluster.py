@@ -1,4 +1,5 @@
-"""GpuCluster: one cluster of one SKU, as one ScalableUnit resource per scalable unit.
+"""GpuCluster: one cluster of one SKU, as one ScalableUnit resource per scalable unit (and, on Kubernetes
+clusters, its Platform).
 
 Granularity: a scalable unit (32 HGX nodes, or 8 NVL72 racks) is the unit that is built, cabled,
 provisioned and upgraded together, so it is one resource managing its nodes in bulk. A 100k-GPU site is
@@ -13,6 +14,8 @@ from typing import Any
 import pulumi
 
 from fjord.components._outputs import plain
+from fjord.components.platform import Platform, PlatformArgs
+from fjord.platform import ClusterPlatform
 from fjord.sizing.site import ClusterSize, ScalableUnitSize
 
 
@@ -62,6 +65,8 @@ class ScalableUnit(pulumi.ComponentResource):
 class GpuClusterArgs:
     cluster: ClusterSize
     """The sized cluster: SKU, node and unit counts, racks, compute fabric and its scalable units."""
+    platform: ClusterPlatform | None = None
+    """The Kubernetes GPU platform to register on the cluster (Kubernetes clusters only)."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -71,6 +76,7 @@ class GpuCluster(pulumi.ComponentResource):
     nodes: pulumi.Output[int]
     scalable_units: pulumi.Output[int]
     units: list[ScalableUnit]
+    platform: Platform | None
 
     def __init__(self, name: str, args: GpuClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("fjord:components:GpuCluster", name, None, opts)
@@ -79,6 +85,9 @@ class GpuCluster(pulumi.ComponentResource):
         self.units = [
             ScalableUnit(f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku), child) for u in c.units
         ]
+        self.platform = (
+            Platform(f"{name}-platform", PlatformArgs(args.platform), child) if args.platform is not None else None
+        )
         self.gpus = plain(c.gpus)
         self.nodes = plain(c.nodes)
         self.scalable_units = plain(c.scalable_units)

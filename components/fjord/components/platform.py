@@ -1,0 +1,132 @@
+"""Platform: the Kubernetes GPU platform of one cluster, registered with pulumi-kubernetes.
+
+What is registered is exactly what `fjord.platform.build_platform` computed (and what `fjord render` writes):
+namespaces first, then the Helm releases of the operators (pinned chart versions), then every other object,
+custom resources after the release that installs their CRD. One Kubernetes provider per cluster; its
+kubeconfig is the Pulumi secret `fjord:kubeconfig-<cluster>` or, when unset, the context
+`fjord-<site>-<cluster>` of the operator's kubeconfig (never the current context, so a plan cannot land on
+the wrong cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from fjord.components._outputs import plain
+from fjord.platform import ClusterPlatform, object_key, release_for
+from fjord.platform.build import Obj
+
+
+def kubeconfig_key(cluster: str) -> str:
+    """The Pulumi secret config key (namespace `fjord`) holding the cluster's kubeconfig."""
+    return f"kubeconfig-{cluster}"
+
+
+@dataclass(frozen=True)
+class PlatformArgs:
+    platform: ClusterPlatform
+    """The cluster's platform as plain data (`fjord.platform.build_platform`)."""
+
+
+def _resource_name(prefix: str, obj: Obj) -> str:
+    return f"{prefix}-{object_key(obj).lower().replace('/', '-')}"
+
+
+def _register(name: str, obj: Obj, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """One object as its typed pulumi-kubernetes resource; custom resources as CustomResource."""
+    kind, meta = obj["kind"], obj["metadata"]
+    if kind == "Namespace":
+        return k8s.core.v1.Namespace(name, metadata=meta, opts=opts)
+    if kind == "ConfigMap":
+        return k8s.core.v1.ConfigMap(name, metadata=meta, data=obj["data"], opts=opts)
+    if kind == "ResourceQuota":
+        return k8s.core.v1.ResourceQuota(name, metadata=meta, spec=obj["spec"], opts=opts)
+    if kind == "LimitRange":
+        return k8s.core.v1.LimitRange(name, metadata=meta, spec=obj["spec"], opts=opts)
+    if kind == "NetworkPolicy":
+        return k8s.networking.v1.NetworkPolicy(name, metadata=meta, spec=obj["spec"], opts=opts)
+    if kind == "StorageClass":
+        return k8s.storage.v1.StorageClass(
+            name,
+            metadata=meta,
+            provisioner=obj["provisioner"],
+            parameters=obj.get("parameters"),
+            reclaim_policy=obj.get("reclaimPolicy"),
+            allow_volume_expansion=obj.get("allowVolumeExpansion"),
+            volume_binding_mode=obj.get("volumeBindingMode"),
+            opts=opts,
+        )
+    if release_for(obj) is not None:
+        return k8s.apiextensions.CustomResource(
+            name, api_version=obj["apiVersion"], kind=kind, metadata=meta, spec=obj.get("spec"), opts=opts
+        )
+    raise ValueError(f"{name}: no resource type for {obj['apiVersion']} {kind}")
+
+
+class Platform(pulumi.ComponentResource):
+    """Operators, storage classes, queues and tenant isolation on one Kubernetes GPU cluster."""
+
+    provider: k8s.Provider
+    kubeconfig: pulumi.Output[str] | None
+    """The cluster's kubeconfig, a Pulumi secret (None: the context `fjord-<site>-<cluster>` is used)."""
+    namespaces: dict[str, k8s.core.v1.Namespace]
+    releases: dict[str, k8s.helm.v3.Release]
+    objects: dict[str, pulumi.CustomResource]
+    tenant_quotas: pulumi.Output[dict[str, int]]
+    charts: pulumi.Output[dict[str, str]]
+
+    def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("fjord:components:Platform", name, None, opts)
+        p = args.platform
+        self.kubeconfig = kubeconfig = pulumi.Config("fjord").get_secret(kubeconfig_key(p.cluster))
+        self.provider = k8s.Provider(
+            f"{name}-provider",
+            kubeconfig=kubeconfig,
+            context=None if kubeconfig is not None else f"fjord-{p.site}-{p.cluster}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        child = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        self.namespaces = {
+            ns["metadata"]["name"]: k8s.core.v1.Namespace(_resource_name(name, ns), metadata=ns["metadata"], opts=child)
+            for ns in p.namespaces
+        }
+        self.releases = {}
+        for rel in p.releases:
+            self.releases[rel.name] = k8s.helm.v3.Release(
+                f"{name}-{rel.name}",
+                name=rel.name,
+                chart=rel.chart_name,
+                version=rel.chart.version,
+                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=rel.repository) if rel.repository else None,
+                namespace=rel.namespace,
+                create_namespace=False,
+                values=rel.values,
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(depends_on=[self.namespaces[rel.namespace]])
+                ),
+            )
+        self.objects = {}
+        for obj in p.objects:
+            deps: list[pulumi.Resource] = []
+            ns = obj["metadata"].get("namespace")
+            if ns is not None:
+                deps.append(self.namespaces[ns])
+            owner = release_for(obj)
+            if owner is not None:
+                deps.append(self.releases[owner])
+            opts_ = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=deps))
+            self.objects[object_key(obj)] = _register(_resource_name(name, obj), obj, opts_)
+        self.tenant_quotas = plain({t.tenant: t.gpus for t in p.tenants})
+        self.charts = plain({r.name: r.chart.version for r in p.releases})
+        outputs: dict[str, Any] = {
+            "kubernetes": p.kubernetes,
+            "tenant_quotas": self.tenant_quotas,
+            "charts": self.charts,
+            "host_vars": p.host_vars,
+            "objects": len(p.manifests),
+        }
+        self.register_outputs(outputs)
