@@ -199,6 +199,16 @@ def test_ownership_switch_flips_helm_values_and_ansible_vars_together(owner: str
     validate_platform(p)
 
 
+def test_driver_upgrades_follow_the_upgrade_policy() -> None:
+    """uk's b200 (512 nodes, operator-owned driver) upgrades 5 % of its nodes at a time, GPU and NIC drivers alike."""
+    p = platforms(stack_site("uk"))["b200"]
+    driver = next(r for r in p.releases if r.name == "gpu-operator").values["driver"]
+    assert driver["upgradePolicy"]["maxParallelUpgrades"] == 25
+    assert driver["upgradePolicy"]["maxUnavailable"] == "5%"
+    ofed = by_kind(p, "NicClusterPolicy")[0]["spec"]["ofedDriver"]
+    assert ofed["upgradePolicy"]["maxParallelUpgrades"] == 25
+
+
 def test_parts_switch_independently() -> None:
     raw = stack_site("dev")
     raw["clusters"][0]["gpu_stack"] = {"driver": "host", "container_toolkit": "operator"}

@@ -176,7 +176,12 @@ def tenant_shares(site: Site, cluster: ClusterSize) -> tuple[TenantShare, ...]:
     return tuple(TenantShare(t, tenant_namespace(t), gpus) for t, gpus in shares.items())
 
 
-def gpu_operator_values(site: Site, cluster: Cluster, air_gap: AirGap | None) -> Obj:
+def upgrade_batch(cluster: Cluster, nodes: int) -> int:
+    """Nodes upgraded at once: the cluster's `upgrade.batch_percent` of its nodes, at least one."""
+    return max(1, nodes * cluster.upgrade.batch_percent // 100)
+
+
+def gpu_operator_values(site: Site, cluster: Cluster, nodes: int, air_gap: AirGap | None) -> Obj:
     """GPU Operator values: who owns driver and toolkit, rolling upgrades, DCGM scrape, mirrored images."""
     manages = operator_manages(cluster)
     batch = f"{cluster.upgrade.batch_percent}%"
@@ -215,7 +220,11 @@ def gpu_operator_values(site: Site, cluster: Cluster, air_gap: AirGap | None) ->
             "version": DRIVER_RELEASES[branch],
             # GPUDirect RDMA (nvidia-peermem) against the DOCA-OFED driver the Network Operator deploys.
             "rdma": {"enabled": True, "useHostMofed": False},
-            "upgradePolicy": {"autoUpgrade": True, "maxUnavailable": batch},
+            "upgradePolicy": {
+                "autoUpgrade": True,
+                "maxParallelUpgrades": upgrade_batch(cluster, nodes),
+                "maxUnavailable": batch,
+            },
         }
         if air_gap is not None:
             values["driver"]["repoConfig"] = {"configMapName": DRIVER_REPO_CONFIGMAP}
@@ -251,7 +260,7 @@ def _component(image: str, air_gap: AirGap | None, version: str = NETWORK_COMPON
     return {"image": image, "repository": mirror(MELLANOX_IMAGES, air_gap), "version": version}
 
 
-def nic_cluster_policy(site: Site, cluster: Cluster, air_gap: AirGap | None) -> Obj:
+def nic_cluster_policy(site: Site, cluster: Cluster, nodes: int, air_gap: AirGap | None) -> Obj:
     """RDMA over the compute fabric: shared RDMA devices for every pod, multus + CNI plugins, IPoIB on InfiniBand,
     nv-ipam; and the DOCA-OFED driver where the operators own the drivers."""
     infiniband = site.fabric(cluster.compute_fabric).technology.startswith("infiniband")
@@ -284,7 +293,7 @@ def nic_cluster_policy(site: Site, cluster: Cluster, air_gap: AirGap | None) -> 
             **_component("doca-driver", air_gap, DOCA_DRIVER_VERSION),
             "upgradePolicy": {
                 "autoUpgrade": True,
-                "maxParallelUpgrades": 0,
+                "maxParallelUpgrades": upgrade_batch(cluster, nodes),
                 "drain": {"enable": True, "force": True, "deleteEmptyDir": True, "timeoutSeconds": 300},
             },
         }
@@ -456,7 +465,13 @@ def build_platform(site: Site, cluster: ClusterSize) -> ClusterPlatform:
         *(_namespace(s.namespace, "restricted", k8s, {"fjord.io/tenant": s.tenant}) for s in shares),
     ]
     releases = (
-        _release(GPU_OPERATOR, GPU_OPERATOR_NS, gpu_operator_values(site, spec, air_gap), "gpu-operator", air_gap),
+        _release(
+            GPU_OPERATOR,
+            GPU_OPERATOR_NS,
+            gpu_operator_values(site, spec, cluster.nodes, air_gap),
+            "gpu-operator",
+            air_gap,
+        ),
         _release(NETWORK_OPERATOR, NETWORK_OPERATOR_NS, network_operator_values(air_gap), "network-operator", air_gap),
         _release(KUEUE, KUEUE_NS, kueue_values(air_gap), None, air_gap),
     )
@@ -464,7 +479,7 @@ def build_platform(site: Site, cluster: ClusterSize) -> ClusterPlatform:
     objects: list[Obj] = []
     if air_gap is not None and operator_manages(spec)["driver"]:
         objects.append(driver_repo_configmap(site, air_gap))
-    objects += [dcgm_scrape_config(), nic_cluster_policy(site, spec, air_gap), *storage_classes(site)]
+    objects += [dcgm_scrape_config(), nic_cluster_policy(site, spec, cluster.nodes, air_gap), *storage_classes(site)]
     objects.append(
         {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ResourceFlavor", "metadata": _meta(flavor), "spec": {}}
     )
