@@ -159,11 +159,19 @@ def _kueue_schema(kind: str) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    schema = crd_schemas()[(api_version, kind)]
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
 def validate_object(obj: dict[str, Any], kubernetes: str) -> str:
     """Validate one generated object; return which schema checked it. Raises on any error."""
     key = (obj["apiVersion"], obj["kind"])
     if key in crd_schemas():
-        jsonschema.validate(obj, crd_schemas()[key])
+        _crd_validator(*key).validate(obj)
         return "crd"
     if obj["apiVersion"] == "kueue.x-k8s.io/v1beta1":
         jsonschema.validate(obj, _kueue_schema(obj["kind"]))
@@ -210,10 +218,18 @@ def validate_release(release: HelmRelease) -> None:
     if missing:
         raise AssertionError(f"{release.name}: values not in the chart's values.yaml: {', '.join(missing)}")
     if release.schema == "gpu-operator":
-        cp = crd_schemas()[("nvidia.com/v1", "ClusterPolicy")]
-        spec_schema = without_required(cp["properties"]["spec"])
-        operands = {k: v for k, v in release.values.items() if k in spec_schema["properties"] and k != "operator"}
-        jsonschema.validate(copy.deepcopy(operands), spec_schema)
+        validator = _operand_validator()
+        operands = {k: v for k, v in release.values.items() if k in validator.schema["properties"] and k != "operator"}
+        validator.validate(copy.deepcopy(operands))
+
+
+@functools.cache
+def _operand_validator() -> jsonschema.protocols.Validator:
+    """The ClusterPolicy spec schema, strict, without `required` (the chart's defaults fill the rest)."""
+    cp = crd_schemas()[("nvidia.com/v1", "ClusterPolicy")]
+    schema = without_required(cp["properties"]["spec"])
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
 
 
 def validate_platform(platform: ClusterPlatform) -> dict[str, int]:

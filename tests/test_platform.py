@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fjord.platform import ClusterPlatform, build_platform, kubernetes_clusters
+from fjord.platform import ClusterPlatform, build_platform, kubernetes_clusters, object_key
 from fjord.platform.build import GPU_OPERATOR_IMAGES, NETWORK_OPERATOR_IMAGES
 from fjord.sizing.site import size_site
 from fjord.spec.errors import SiteError
@@ -52,6 +52,8 @@ def test_everything_generated_validates(stack: str) -> None:
     built = platforms(stack_site(stack))
     assert built
     for p in built.values():
+        keys = [object_key(o) for o in p.manifests]
+        assert len(keys) == len(set(keys)), "an object generated twice"
         counts = validate_platform(p)
         assert counts["kubernetes"] >= 8
         assert counts["crd"] == 1
