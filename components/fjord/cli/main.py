@@ -321,5 +321,10 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
         out.print(name, highlight=False)
 
 
+from fjord.cli import bmc  # noqa: E402  (sub-command group, registered last)
+
+app.add_typer(bmc.app, name="bmc")
+
+
 def main() -> None:
     app()
