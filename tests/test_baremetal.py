@@ -9,17 +9,24 @@ so the order of tests does not matter.
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import os
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from fjord.adapters import redfish as rf
+from fjord.cli.bmc import EXIT_NODES_FAILED, PASSWORD_ENV
+from fjord.cli.main import app
 from fjord.providers.baremetal import PASSWORD, BareMetalProvider, node_changes, unit_props
 from fjord.sizing.bmc import BmcEndpoint
+from fjord.spec.load import default_site
 from fjord.spec.models import Bmc
 
 from .redfish_lab import (
@@ -33,14 +40,17 @@ from .redfish_lab import (
     closed_port_url,
     fake_system,
 )
+from .test_cli import write_stack
 
 pytestmark = pytest.mark.bmc
 NODES = [f"t-su000-n{i:03d}" for i in range(24)]
+DEV_NODES = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
+"""The embedded dev site's nodes: the emulator serves them too, for the `fjord bmc` commands."""
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES)])
+    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES + DEV_NODES)])
     try:
         em.start()
     except (OSError, RuntimeError) as exc:
@@ -89,7 +99,7 @@ def props(urls: dict[str, str], **bmc: Any) -> dict[str, Any]:
 
 def test_discover_every_system_with_its_inventory(emulator: Emulator) -> None:
     found = {s.system_id: s for s in rf.discover(emulator.url, CREDS, FAST)}
-    assert set(found) == set(NODES)
+    assert set(found) == set(NODES + DEV_NODES)
     first = found[NODES[1]]
     assert first.macs == ("52:54:00:00:00:01",)
     assert first.bios_version == "2.1.1"
@@ -289,3 +299,68 @@ def test_provider_object_pickles_without_connections() -> None:
     provider = dill.loads(dill.dumps(BareMetalProvider(), recurse=True))
     assert isinstance(provider, BareMetalProvider)
     assert vars(provider) == {}
+
+
+# --- the operator commands ---------------------------------------------------------------------------
+
+
+def bmc_cli(folder: Path, endpoint: str, *args: str, password: str | None = BMC_PASSWORD) -> tuple[int, str, str]:
+    """Run `fjord bmc lab ...` on the dev site whose BMCs are the emulator's systems of the same names."""
+    site = copy.deepcopy(default_site())
+    site["bmc"] = {"username": USERNAME, "endpoint": endpoint, "retries": 1, "backoff_s": 0.05, "power_timeout_s": 30}
+    write_stack(folder, "lab", site)
+    env = {PASSWORD_ENV: password} if password is not None else {}
+    result = CliRunner().invoke(app, ["bmc", "lab", *args, "--stacks-dir", str(folder)], env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_status_table_and_json(emulator: Emulator, tmp_path: Path) -> None:
+    code, out, err = bmc_cli(tmp_path, emulator.url, "status")
+    assert code == 0, err
+    for header in ("node", "power", "boot target", "health", "firmware"):
+        assert header in out
+    for n in DEV_NODES:
+        assert n in out
+    assert "status: 4 ok, 0 failed of 4 nodes" in err
+    code, out, _ = bmc_cli(tmp_path, emulator.url, "status", "--json", "--limit", "*-n00[01]")
+    assert code == 0
+    doc = json.loads(out)
+    assert list(doc) == DEV_NODES[:2]
+    assert doc[DEV_NODES[1]]["bios_version"] == f"2.{(len(NODES) + 1) % 7}.1"  # fake_system numbering
+    assert doc[DEV_NODES[1]]["health"] == "OK"
+    assert BMC_PASSWORD not in out + err
+
+
+def test_cli_failures_name_the_node_and_exit_non_zero(emulator: Emulator, proxy: FaultProxy, tmp_path: Path) -> None:
+    proxy.faults.errors[f"/Systems/{DEV_NODES[2]}"] = 500
+    code, out, err = bmc_cli(tmp_path, proxy.url, "status")
+    assert code == EXIT_NODES_FAILED
+    assert "status: 3 ok, 1 failed of 4 nodes" in err
+    assert f"{DEV_NODES[2]}: server: the BMC answered HTTP 500" in err
+    wrong = "Wr0ng-" + BMC_PASSWORD
+    code, out, err = bmc_cli(tmp_path, emulator.url, "status", "--limit", DEV_NODES[0], password=wrong)
+    assert code == EXIT_NODES_FAILED
+    assert f"{DEV_NODES[0]}: auth: the BMC refused the credentials" in err
+    assert wrong not in out + err
+
+
+def test_cli_rejects_missing_password_and_empty_limit(emulator: Emulator, tmp_path: Path) -> None:
+    code, _, err = bmc_cli(tmp_path, emulator.url, "status", password=None)
+    assert code == 1
+    assert PASSWORD_ENV in err
+    code, _, err = bmc_cli(tmp_path, emulator.url, "power-off", "--limit", "nothing-*")
+    assert code == 1
+    assert "matches no node" in err
+
+
+@pytest.mark.slow
+def test_cli_power_on_and_pxe(emulator: Emulator, tmp_path: Path) -> None:
+    code, _, err = bmc_cli(tmp_path, emulator.url, "pxe", "--limit", DEV_NODES[3])
+    assert code == 0, err
+    assert "pxe: 1 ok, 0 failed of 1 nodes" in err
+    view = emulator.system(DEV_NODES[3])
+    assert view["PowerState"] == "On"
+    assert view["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+    code, _, err = bmc_cli(tmp_path, emulator.url, "power-on", "--limit", DEV_NODES[3])
+    assert code == 0, err
+    assert "power-on: 1 ok" in err

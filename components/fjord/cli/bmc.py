@@ -52,17 +52,15 @@ def _fail(message: str) -> typer.Exit:
 def bmc(
     ctx: typer.Context,
     stack: Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")],
-    stacks_dir_: Annotated[
-        Path | None,
-        typer.Option(
-            "--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."
-        ),
-    ] = None,
 ) -> None:
     """Pick the stack whose nodes the command works on."""
-    ctx.obj = {"stack": stack, "stacks_dir": stacks_dir_}
+    ctx.obj = {"stack": stack}
 
 
+StacksDir = Annotated[
+    Path | None,
+    typer.Option("--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."),
+]
 Limit = Annotated[
     list[str] | None,
     typer.Option(
@@ -74,8 +72,8 @@ Limit = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
-def _targets(ctx: typer.Context, limit: list[str] | None) -> tuple[list[Target], Bmc]:
-    stack, folder = ctx.obj["stack"], ctx.obj["stacks_dir"]
+def _targets(ctx: typer.Context, limit: list[str] | None, folder: Path | None) -> tuple[list[Target], Bmc]:
+    stack = ctx.obj["stack"]
     try:
         cfg = read_stack(stack, folder)
         site = load_site(cfg.site, str(cfg.path) if cfg.path else stack)
@@ -144,9 +142,9 @@ def _summary(what: str, outcomes: dict[str, Outcome[Any]]) -> None:
 
 
 @app.command()
-def status(ctx: typer.Context, limit: Limit = None, as_json: JsonFlag = False) -> None:
+def status(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Table of nodes: power, boot target, health, firmware (BIOS version), model, serial, MACs."""
-    targets, bmc = _targets(ctx, limit)
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
     creds, options = _access(bmc)
     outcomes = _run("reading BMCs", targets, creds, options, lambda n: n.info(), as_json)
     if as_json:
@@ -194,25 +192,25 @@ def _power(bmc: Bmc, action: str, landed: str) -> Callable[[RedfishNode], str | 
 
 
 @app.command("power-on")
-def power_on(ctx: typer.Context, limit: Limit = None) -> None:
+def power_on(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
     """Power nodes on and wait until their BMCs report On."""
-    targets, bmc = _targets(ctx, limit)
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
     creds, options = _access(bmc)
     _summary("power-on", _run("powering on", targets, creds, options, _power(bmc, "on", "On"), False))
 
 
 @app.command("power-off")
-def power_off(ctx: typer.Context, limit: Limit = None) -> None:
+def power_off(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
     """Power nodes off (forced) and wait until their BMCs report Off."""
-    targets, bmc = _targets(ctx, limit)
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
     creds, options = _access(bmc)
     _summary("power-off", _run("powering off", targets, creds, options, _power(bmc, "off", "Off"), False))
 
 
 @app.command()
-def pxe(ctx: typer.Context, limit: Limit = None) -> None:
+def pxe(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
     """Boot nodes from the network once: set the PXE boot override, then restart (or power on) each node."""
-    targets, bmc = _targets(ctx, limit)
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
     creds, options = _access(bmc)
 
     def op(node: RedfishNode) -> str | None:
