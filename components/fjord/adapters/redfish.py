@@ -141,6 +141,19 @@ def _classify(exc: Exception) -> tuple[ErrorKind, str]:
     return "server", f"{type(exc).__name__}: {exc}"
 
 
+def _connect(url: str, creds: Credentials, options: Options) -> sushy.Sushy:
+    return sushy.Sushy(
+        url,
+        auth=BasicAuth(creds.username, creds.password),
+        verify=options.verify_tls,
+        read_timeout=options.timeout_s,
+        connect_timeout=min(options.timeout_s, 10.0),
+        # fjord retries whole operations with backoff (with_retries); sushy itself tries a 5xx GET once more.
+        server_side_retries=1,
+        server_side_retries_delay=0,
+    )
+
+
 class RedfishNode:
     """One node's system on its BMC. Use `RedfishNode.open(...)` as a context manager."""
 
@@ -156,17 +169,7 @@ class RedfishNode:
         root: sushy.Sushy | None = None
         try:
             try:
-                root = sushy.Sushy(
-                    target.url,
-                    auth=BasicAuth(creds.username, creds.password),
-                    verify=options.verify_tls,
-                    read_timeout=options.timeout_s,
-                    connect_timeout=min(options.timeout_s, 10.0),
-                    # fjord retries whole operations with backoff (run_bulk); sushy itself tries once
-                    # more on a 5xx GET only.
-                    server_side_retries=1,
-                    server_side_retries_delay=0,
-                )
+                root = _connect(target.url, creds, options)
                 if target.system_id is not None:
                     path = f"{root.get_system_collection().path.rstrip('/')}/{target.system_id}"
                 else:
@@ -282,15 +285,7 @@ class RedfishNode:
 def discover(url: str, creds: Credentials, options: Options) -> list[SystemInfo]:
     """Every system a Redfish service serves, with its inventory (a BMC usually serves one)."""
     try:
-        root = sushy.Sushy(
-            url,
-            auth=BasicAuth(creds.username, creds.password),
-            verify=options.verify_tls,
-            read_timeout=options.timeout_s,
-            connect_timeout=min(options.timeout_s, 10.0),
-            server_side_retries=1,
-            server_side_retries_delay=0,
-        )
+        root = _connect(url, creds, options)
     except sx.SushyError as exc:
         kind, message = _classify(exc)
         raise RedfishError(url, kind, scrub(message, creds.password)) from None
