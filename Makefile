@@ -34,6 +34,7 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/bmc_status.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

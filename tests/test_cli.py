@@ -124,6 +124,7 @@ def test_plan_every_stack_json() -> None:
     assert narvik["summary"]["gpus"] >= 100_000
     assert narvik["inventory_hosts"] == narvik["summary"]["nodes"]
     assert narvik["by_type"]["fjord:components:ScalableUnit"] == 176
+    assert narvik["by_type"]["pulumi-python:dynamic/baremetal:NodePool"] == 176
     assert narvik["by_component"]["narvik"] == narvik["resources"] - 2  # all but the stack and the site
 
 
@@ -131,7 +132,8 @@ def test_plan_dev_tree_from_the_repo_root() -> None:
     proc = fjord("plan", "dev", cwd=STACKS.parent)
     assert proc.returncode == 0, proc.stderr
     assert "fjord:components:GpuCluster dev-h100" in proc.stdout
-    assert "1 x fjord:components:ScalableUnit" in proc.stdout
+    assert "fjord:components:ScalableUnit dev-h100-su000 (1 below)" in proc.stdout
+    assert "1 x pulumi-python:dynamic/baremetal:NodePool" in proc.stdout
     assert "resources by type" in proc.stdout
 
 

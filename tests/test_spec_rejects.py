@@ -723,6 +723,57 @@ CASES: list[Bad] = [
         "https://registry.example",
         "no scheme",
     ),
+    # bmc (issue 4: bare metal through Redfish)
+    Bad(
+        "bmc-virtual-media-without-image",
+        "dev",
+        put("bmc", {"boot": "virtual-media"}),
+        "bmc.image_url",
+        None,
+        "needs the OS image's URL",
+    ),
+    Bad(
+        "bmc-image-without-virtual-media",
+        "dev",
+        put("bmc", {"boot": "pxe", "image_url": "http://images.example/os.iso"}),
+        "bmc.boot",
+        "pxe",
+        "allowed: 'virtual-media'",
+    ),
+    Bad(
+        "bmc-systems-without-endpoint",
+        "dev",
+        put("bmc", {"systems": {"dev-h100-su000-n000": "abc"}}),
+        "bmc.systems",
+        ["dev-h100-su000-n000"],
+        "set 'endpoint'",
+    ),
+    Bad(
+        "bmc-concurrency-zero",
+        "dev",
+        put("bmc", {"concurrency": 0}),
+        "bmc.concurrency",
+        0,
+        "greater than or equal to 1",
+    ),
+    Bad("bmc-unknown-boot", "dev", put("bmc", {"boot": "usb"}), "bmc.boot", "usb", "'pxe', 'virtual-media' or 'disk'"),
+    Bad(
+        "bmc-endpoint-not-a-url",
+        "dev",
+        put("bmc", {"endpoint": "127.0.0.1:8000"}),
+        "bmc.endpoint",
+        "127.0.0.1:8000",
+        "allowed: an http(s) URL",
+    ),
+    Bad("bmc-unknown-key", "dev", put("bmc", {"usrname": "x"}), "bmc.usrname", "x", "unknown key"),
+    Bad(
+        "bmc-password-in-the-site",
+        "dev",
+        put("bmc", {"password": "hunter2-never-shown"}),
+        "bmc.password",
+        "[hidden]",
+        "pulumi config set --secret fjord:bmcPassword",
+    ),
 ]
 
 

@@ -28,8 +28,12 @@ def main() -> Site:
         size = size_site(spec)
     except SiteError as exc:
         raise SiteError(exc.problems, f"stack {stack}") from None
-    site = Site(spec.name, SiteArgs(spec=spec, size=size))
+    # The BMC password is a Pulumi secret. Unset, the bare-metal resources still plan, and the provider's
+    # check fails the preview with a line saying how to set it.
+    password = config.get_secret("bmcPassword") or pulumi.Output.secret("")
+    site = Site(spec.name, SiteArgs(spec=spec, size=size, bmc_password=password))
     pulumi.export("site", spec.name)
     pulumi.export("summary", site.summary)
     pulumi.export("inventory", site.inventory)
+    pulumi.export("baremetal_failed", site.bare_metal_failed)
     return site

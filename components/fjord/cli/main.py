@@ -325,6 +325,10 @@ from fjord.cli.render import render  # noqa: E402  (uses the helpers above)
 
 app.command()(render)
 
+from fjord.cli import bmc  # noqa: E402  (sub-command group, registered last)
+
+app.add_typer(bmc.app, name="bmc")
+
 
 def main() -> None:
     app()

@@ -4,12 +4,19 @@ Components hold no logic of their own: they register what `fjord.sizing` compute
 the outside world does so through adapters and dynamic providers, never from here.
 """
 
-from fjord.components.gpu_cluster import GpuCluster, GpuClusterArgs, ScalableUnit, ScalableUnitArgs
+from fjord.components.gpu_cluster import (
+    BareMetalArgs,
+    GpuCluster,
+    GpuClusterArgs,
+    ScalableUnit,
+    ScalableUnitArgs,
+)
 from fjord.components.network import Network, NetworkArgs
 from fjord.components.site import Site, SiteArgs
 from fjord.components.storage import Storage, StorageArgs
 
 __all__ = [
+    "BareMetalArgs",
     "GpuCluster",
     "GpuClusterArgs",
     "Network",

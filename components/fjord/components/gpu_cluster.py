@@ -16,7 +16,18 @@ import pulumi
 from fjord.components._outputs import plain
 from fjord.components.platform import Platform, PlatformArgs
 from fjord.platform import ClusterPlatform
+from fjord.providers.baremetal import NodePool, unit_props
+from fjord.sizing.bmc import bmc_endpoints
 from fjord.sizing.site import ClusterSize, ScalableUnitSize
+from fjord.spec.models import Bmc
+
+
+@dataclass(frozen=True)
+class BareMetalArgs:
+    bmc: Bmc
+    """How the nodes' BMCs are reached and the state their nodes are kept in (the site's `bmc`)."""
+    password: pulumi.Input[str]
+    """The BMC password, a Pulumi secret (`fjord:bmcPassword`)."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,8 @@ class ScalableUnitArgs:
     """The sized unit: its nodes with every interface address, its racks and its subnets."""
     sku: str
     """GPU SKU of the unit's nodes (catalog name)."""
+    bare_metal: BareMetalArgs | None = None
+    """The bare-metal layer: when set, a `NodePool` child keeps the unit's nodes through their BMCs."""
 
 
 class ScalableUnit(pulumi.ComponentResource):
@@ -45,6 +58,14 @@ class ScalableUnit(pulumi.ComponentResource):
         self.racks = plain(list(args.unit.racks))
         self.subnets = plain(dict(args.unit.subnets))
         self.node_count = plain(args.unit.node_count)
+        self.bare_metal: NodePool | None = None
+        if args.bare_metal is not None:
+            nodes = bmc_endpoints(args.unit.nodes(), args.bare_metal.bmc)
+            self.bare_metal = NodePool(
+                f"{name}-baremetal",
+                unit_props(args.unit.name, nodes, args.bare_metal.bmc, args.bare_metal.password),
+                pulumi.ResourceOptions(parent=self),
+            )
         self.register_outputs(
             {
                 "sku": args.sku,
@@ -67,6 +88,8 @@ class GpuClusterArgs:
     """The sized cluster: SKU, node and unit counts, racks, compute fabric and its scalable units."""
     platform: ClusterPlatform | None = None
     """The Kubernetes GPU platform to register on the cluster (Kubernetes clusters only)."""
+    bare_metal: BareMetalArgs | None = None
+    """The bare-metal layer for every scalable unit of the cluster (None: not managed here)."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -83,7 +106,10 @@ class GpuCluster(pulumi.ComponentResource):
         c = args.cluster
         child = pulumi.ResourceOptions(parent=self)
         self.units = [
-            ScalableUnit(f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku), child) for u in c.units
+            ScalableUnit(
+                f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal), child
+            )
+            for u in c.units
         ]
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform), child) if args.platform is not None else None

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 
 from fjord.components._outputs import plain
-from fjord.components.gpu_cluster import GpuCluster, GpuClusterArgs
+from fjord.components.gpu_cluster import BareMetalArgs, GpuCluster, GpuClusterArgs
 from fjord.components.network import Network, NetworkArgs
 from fjord.components.storage import Storage, StorageArgs
 from fjord.platform import build_platform
@@ -22,6 +22,8 @@ class SiteArgs:
     """The validated site description."""
     size: SiteSize
     """The site as sized by `fjord.sizing.size_site(spec)`; components register exactly this."""
+    bmc_password: pulumi.Input[str] | None = None
+    """The BMC password (Pulumi secret `fjord:bmcPassword`); None registers no bare-metal layer."""
 
 
 class Site(pulumi.ComponentResource):
@@ -32,6 +34,8 @@ class Site(pulumi.ComponentResource):
     clusters: dict[str, GpuCluster]
     summary: pulumi.Output[dict[str, Any]]
     inventory: pulumi.Output[list[dict[str, Any]]]
+    bare_metal_failed: pulumi.Output[dict[str, str]]
+    """Nodes whose last bare-metal operation failed, with the error; the next `pulumi up` retries them."""
 
     def __init__(self, name: str, args: SiteArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         size = args.size
@@ -41,14 +45,19 @@ class Site(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.network = Network(f"{name}-network", NetworkArgs(size.fabrics, size.pools), child)
         self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
+        bare_metal = None if args.bmc_password is None else BareMetalArgs(args.spec.bmc, args.bmc_password)
         self.clusters = {
             c.name: GpuCluster(
                 f"{name}-{c.name}",
-                GpuClusterArgs(c, platforms.get(c.name)),
+                GpuClusterArgs(c, platform=platforms.get(c.name), bare_metal=bare_metal),
                 child,
             )
             for c in size.clusters
         }
+        pools = [u.bare_metal for c in self.clusters.values() for u in c.units if u.bare_metal is not None]
+        self.bare_metal_failed = pulumi.Output.all(*(p.failed for p in pools)).apply(
+            lambda failed: {n: e for f in failed for n, e in (f or {}).items()}
+        )
         self.summary = plain(size.totals())
         self.inventory = plain([n.inventory_record() for n in size.hosts()])
         # The inventory is registered once per scalable unit and exported once by the stack; registering

@@ -367,6 +367,92 @@ class AirGap(_Spec):
     charts: Annotated[str, _matching(r"(https?|oci)://\S+", "an http(s):// or oci:// Helm chart repository")]
 
 
+BiosValue = str | int | bool
+
+
+class Bmc(_Spec):
+    """How fjord reaches every node's BMC (Redfish) and the state the bare-metal layer keeps nodes in.
+
+    A node's BMC is `<scheme>://<its bmc address from the IP plan>[:port]`, serving one system. For a lab
+    or an emulator, `endpoint` points every node at one Redfish service instead, and `systems` says which of
+    its systems is which node (default: the node's name). The password is not part of the site: it is the
+    Pulumi secret `fjord:bmcPassword` (`pulumi config set --secret fjord:bmcPassword`), and
+    $FJORD_BMC_PASSWORD for the `fjord bmc` commands.
+    """
+
+    scheme: Literal["https", "http"] = Field(default="https", description="Redfish over HTTPS (default) or HTTP.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="BMC port (default: the scheme's).")
+    username: str = Field(default="admin", min_length=1, max_length=64, description="BMC user with admin rights.")
+    verify_tls: bool = Field(default=True, description="Check the BMCs' TLS certificates.")
+    concurrency: int = Field(default=32, ge=1, le=512, description="BMCs talked to at once.")
+    timeout_s: float = Field(default=30, gt=0, le=600, description="Per-request timeout, seconds.")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a node's operation on timeouts, refused connections and 5xx."
+    )
+    backoff_s: float = Field(default=1.0, ge=0, le=60, description="First retry delay; doubles on every retry.")
+    power_timeout_s: float = Field(
+        default=300, gt=0, le=3600, description="How long to wait for a power change to land on a node."
+    )
+    power: Literal["on", "off"] = Field(default="on", description="Power state the nodes are kept in.")
+    boot: Literal["pxe", "virtual-media", "disk"] = Field(
+        default="pxe",
+        description="Boot override set on every node: PXE, the OS image as virtual media (image_url), or the disk.",
+    )
+    image_url: Annotated[str, _matching(r"https?://\S+", "an http(s) URL of an OS image (ISO)")] | None = Field(
+        default=None, description="OS image inserted as virtual media when boot is 'virtual-media'."
+    )
+    bios: dict[str, BiosValue] = Field(
+        default_factory=dict,
+        description="BIOS attributes set on every node where the BMC exposes BIOS (e.g. SR-IOV, above-4G decoding).",
+    )
+    on_delete: Literal["leave", "power-off"] = Field(
+        default="leave",
+        description="What removing a scalable unit does to its nodes: leave them as they are, or power them off.",
+    )
+    endpoint: Annotated[str, _matching(r"https?://\S+", "an http(s) URL of one Redfish service")] | None = Field(
+        default=None, description="Lab/emulator: every node's system is on this one Redfish service."
+    )
+    systems: dict[str, str] = Field(
+        default_factory=dict, description="With endpoint: node name -> system id on it (default: the node name)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password(cls, data: object) -> object:
+        # Reject a password written into the site before anything could echo its value in an error.
+        if isinstance(data, dict) and "password" in data:
+            raise SpecProblems(
+                [
+                    Problem(
+                        "password",
+                        "[hidden]",
+                        "a password is never part of the site (it would be stored in plain text); allowed: the"
+                        " Pulumi secret set with `pulumi config set --secret fjord:bmcPassword`",
+                    )
+                ]
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Bmc:
+        problems: list[Problem] = []
+        if self.boot == "virtual-media" and self.image_url is None:
+            problems.append(Problem("image_url", None, "boot 'virtual-media' needs the OS image's URL"))
+        if self.boot != "virtual-media" and self.image_url is not None:
+            problems.append(
+                Problem(
+                    "boot", self.boot, "image_url is set but only used with virtual media; allowed: 'virtual-media'"
+                )
+            )
+        if self.systems and self.endpoint is None:
+            problems.append(
+                Problem("systems", sorted(self.systems)[:3], "maps nodes to systems of one endpoint; set 'endpoint'")
+            )
+        if problems:
+            raise SpecProblems(problems)
+        return self
+
+
 class Site(_Spec):
     """One GPU site: identity, power, halls, fabrics, address plan, storage, clusters and software."""
 
@@ -383,6 +469,7 @@ class Site(_Spec):
     software: Software
     tenants: tuple[Tenant, ...] = Field(default=(), description="Tenants, their GPU quotas and buckets.")
     air_gap: AirGap | None = Field(default=None, description="Set for a site without outbound network.")
+    bmc: Bmc = Field(default_factory=Bmc, description="How the nodes' BMCs are reached (Redfish) and kept.")
 
     @model_validator(mode="after")
     def _references(self) -> Site:

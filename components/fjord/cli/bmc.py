@@ -1,0 +1,221 @@
+"""`fjord bmc <stack> status | power-on | power-off | pxe`: operator commands on the nodes' BMCs (Redfish).
+
+Nodes come from the site's inventory; each node's BMC from `fjord.sizing.bmc` (the same mapping the
+bare-metal provider uses). The password is $FJORD_BMC_PASSWORD (the stack file holds it encrypted, which
+only the Pulumi CLI can read), or a hidden prompt on a terminal. Exit codes: 0 every node ok; 1 rejected
+input (bad stack, no password, --limit matching nothing); 3 some nodes failed (each named on stderr).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode, Target, run_bulk
+from fjord.sizing.bmc import bmc_endpoints
+from fjord.sizing.site import size_site
+from fjord.spec.errors import SiteError
+from fjord.spec.load import load_site, read_stack
+from fjord.spec.models import Bmc
+
+PASSWORD_ENV = "FJORD_BMC_PASSWORD"
+EXIT_REJECTED = 1
+EXIT_NODES_FAILED = 3
+
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+app = typer.Typer(
+    help="Operate the nodes' BMCs over Redfish: status, power, PXE boot. Password: $FJORD_BMC_PASSWORD.",
+    no_args_is_help=True,
+)
+
+T = TypeVar("T")
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error[/red]: {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_REJECTED)
+
+
+@app.callback()
+def bmc(
+    ctx: typer.Context,
+    stack: Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")],
+) -> None:
+    """Pick the stack whose nodes the command works on."""
+    ctx.obj = {"stack": stack}
+
+
+StacksDir = Annotated[
+    Path | None,
+    typer.Option("--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."),
+]
+Limit = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--limit",
+        "-l",
+        help="Only nodes whose name matches this glob (e.g. 'dev-h100-su000-n00[0-3]'); repeat or comma-separate.",
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+
+def _targets(ctx: typer.Context, limit: list[str] | None, folder: Path | None) -> tuple[list[Target], Bmc]:
+    stack = ctx.obj["stack"]
+    try:
+        cfg = read_stack(stack, folder)
+        site = load_site(cfg.site, str(cfg.path) if cfg.path else stack)
+        size = size_site(site)
+    except SiteError as exc:
+        raise _fail(f"{exc.source}: {'; '.join(exc.lines())}") from None
+    patterns = [p.strip() for item in limit or [] for p in item.split(",") if p.strip()]
+    endpoints = bmc_endpoints(size.hosts(), site.bmc)
+    if patterns:
+        endpoints = [e for e in endpoints if any(fnmatch.fnmatchcase(e.node, p) for p in patterns)]
+        if not endpoints:
+            raise _fail(f"--limit {','.join(patterns)} matches no node of stack {stack}")
+    return [Target(e.node, e.url, e.system_id) for e in endpoints], site.bmc
+
+
+def _access(bmc: Bmc) -> tuple[Credentials, Options]:
+    password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        if not sys.stdin.isatty():
+            raise _fail(f"no BMC password: set ${PASSWORD_ENV}")
+        password = typer.prompt(f"BMC password for {bmc.username}", hide_input=True)
+    options = Options(
+        verify_tls=bmc.verify_tls,
+        timeout_s=bmc.timeout_s,
+        retries=bmc.retries,
+        backoff_s=bmc.backoff_s,
+        concurrency=bmc.concurrency,
+    )
+    return Credentials(bmc.username, password), options
+
+
+def _run(
+    what: str, targets: list[Target], creds: Credentials, options: Options, op: Callable[[RedfishNode], T], quiet: bool
+) -> dict[str, Outcome[T]]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("nodes, {task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet or not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(what, total=len(targets), failed=0)
+        failed = 0
+
+        def done(outcome: Outcome[T]) -> None:
+            nonlocal failed
+            failed += not outcome.ok
+            progress.update(task, advance=1, failed=failed)
+
+        return run_bulk(targets, creds, options, op, done)
+
+
+def _summary(what: str, outcomes: dict[str, Outcome[Any]]) -> None:
+    bad = [o for o in outcomes.values() if o.error is not None]
+    ok = len(outcomes) - len(bad)
+    colour = "green" if not bad else "red"
+    err.print(f"[{colour}]{what}[/{colour}]: {ok} ok, {len(bad)} failed of {len(outcomes)} nodes", highlight=False)
+    for o in bad:
+        err.print(f"  - {o.error} (after {o.attempts} tries)", highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(EXIT_NODES_FAILED)
+
+
+@app.command()
+def status(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
+    """Table of nodes: power, boot target, health, firmware (BIOS version), model, serial, MACs."""
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
+    creds, options = _access(bmc)
+    outcomes = _run("reading BMCs", targets, creds, options, lambda n: n.info(), as_json)
+    if as_json:
+        doc = {n: o.value.as_dict() if o.value is not None else {"error": str(o.error)} for n, o in outcomes.items()}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        table = Table(title=f"BMCs of stack {ctx.obj['stack']}", title_justify="left", header_style="bold")
+        for col in ("node", "power", "boot target", "health", "firmware", "model", "serial", "MACs"):
+            table.add_column(col)
+        for name, o in outcomes.items():
+            if o.value is None:
+                table.add_row(name, f"[red]{o.error.kind if o.error else '?'}[/red]", "", "", "", "", "", "")
+                continue
+            i = o.value
+            boot = f"{i.boot_target} ({i.boot_enabled})" if i.boot_enabled else str(i.boot_target)
+            table.add_row(
+                name,
+                str(i.power),
+                boot,
+                str(i.health),
+                str(i.bios_version),
+                str(i.model),
+                str(i.serial),
+                " ".join(i.macs),
+            )
+        out.print(table)
+    _summary("status", outcomes)
+
+
+def _power(bmc: Bmc, action: str, landed: str) -> Callable[[RedfishNode], str | None]:
+    from fjord.adapters.redfish import RedfishError
+
+    def op(node: RedfishNode) -> str | None:
+        if action == "restart" or node.power() != landed:
+            node.set_power(action)  # type: ignore[arg-type]
+            state = node.wait_power(landed, bmc.power_timeout_s)  # type: ignore[arg-type]
+            if state != landed:
+                raise RedfishError(
+                    node.target.node, "timeout", f"power is {state} {bmc.power_timeout_s:g} s after asking for {landed}"
+                )
+            return state
+        return landed
+
+    return op
+
+
+@app.command("power-on")
+def power_on(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
+    """Power nodes on and wait until their BMCs report On."""
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
+    creds, options = _access(bmc)
+    _summary("power-on", _run("powering on", targets, creds, options, _power(bmc, "on", "On"), False))
+
+
+@app.command("power-off")
+def power_off(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
+    """Power nodes off (forced) and wait until their BMCs report Off."""
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
+    creds, options = _access(bmc)
+    _summary("power-off", _run("powering off", targets, creds, options, _power(bmc, "off", "Off"), False))
+
+
+@app.command()
+def pxe(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
+    """Boot nodes from the network once: set the PXE boot override, then restart (or power on) each node."""
+    targets, bmc = _targets(ctx, limit, stacks_dir_)
+    creds, options = _access(bmc)
+
+    def op(node: RedfishNode) -> str | None:
+        node.set_boot("pxe", once=True)
+        action = "restart" if node.power() == "On" else "on"
+        return _power(bmc, action, "On")(node)
+
+    _summary("pxe", _run("PXE booting", targets, creds, options, op, False))

@@ -1,0 +1,319 @@
+"""The bare-metal layer: one dynamic resource per scalable unit that keeps its nodes' BMCs in the desired
+state (power, boot override, virtual media, BIOS attributes) through Redfish.
+
+Granularity: the foundation's one resource per scalable unit (32 HGX nodes or 144 NVL72 trays), so a 100k-GPU
+site adds ~175 resources, not 25,000. Inside a resource the work is per node:
+
+- `node_changes(olds, news)` is the per-node diff: which nodes are new, moved, removed, failed last time or
+  affected by a changed setting, and why. `diff` reports a change when any node (or any setting) changed.
+- `create`/`update` converge only those nodes, at most `concurrency` at once; each node's operation reads
+  the BMC first and acts only on a difference (idempotent), and is retried with exponential backoff on
+  timeouts, refused connections and 5xx answers.
+- A node that still fails is recorded in the outputs (`failed`: node -> one-line error) instead of failing
+  the whole unit: the other nodes' results are kept, and the next `pulumi up` sees the failed nodes in its
+  diff and converges exactly them. Nothing is lost and a rerun finishes the job.
+
+The provider object is pickled into every resource, so it holds nothing but code: connections are opened
+per node operation and closed again. The Redfish adapter (and sushy) is imported on first use, so the
+program and `fjord plan` do not pay for it.
+
+Secrets: the BMC password is the input `password`, a Pulumi secret (from `fjord:bmcPassword`); the
+resource marks the output of the same name secret (`additional_secret_outputs`), so the state holds it
+encrypted, and no other output, record or error message contains it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from fjord.sizing.bmc import BmcEndpoint
+from fjord.spec.models import Bmc
+
+if TYPE_CHECKING:
+    from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode, Target
+
+PASSWORD = "password"
+NODE_SETTINGS = ("power", "boot", "image_url", "bios")
+"""Inputs whose change means every node of the unit must be converged again."""
+OUTPUT_ONLY = ("__provider", "state", "failed", "converged")
+BOOT_TARGET = {"pxe": "pxe", "virtual-media": "cd", "disk": "hdd"}
+REDFISH_BOOT = {"pxe": "Pxe", "cd": "Cd", "hdd": "Hdd"}
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What every node of the unit should look like."""
+
+    power: Literal["on", "off"]
+    boot: Literal["pxe", "virtual-media", "disk"]
+    image_url: str | None
+    bios: Mapping[str, Any]
+    power_timeout_s: float
+
+    @classmethod
+    def of(cls, props: Mapping[str, Any]) -> Desired:
+        return cls(
+            power=props["power"],
+            boot=props["boot"],
+            image_url=props.get("image_url"),
+            bios=dict(props.get("bios") or {}),
+            power_timeout_s=float(props["power_timeout_s"]),
+        )
+
+
+def _targets(props: Mapping[str, Any], names: list[str] | None = None) -> list[Target]:
+    from fjord.adapters.redfish import Target
+
+    nodes: Mapping[str, str] = props["nodes"]
+    ids: Mapping[str, str] = props.get("system_ids") or {}
+    return [Target(n, nodes[n], ids.get(n)) for n in (names if names is not None else list(nodes))]
+
+
+def _access(props: Mapping[str, Any]) -> tuple[Credentials, Options]:
+    from fjord.adapters.redfish import Credentials, Options
+
+    creds = Credentials(str(props["username"]), str(props.get(PASSWORD) or ""))
+    options = Options(
+        verify_tls=bool(props["verify_tls"]),
+        timeout_s=float(props["timeout_s"]),
+        retries=int(props["retries"]),
+        backoff_s=float(props["backoff_s"]),
+        concurrency=int(props["concurrency"]),
+    )
+    return creds, options
+
+
+def node_changes(olds: Mapping[str, Any], news: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The per-node diff: node -> reasons it must be converged (or removed), in the new nodes' order."""
+    old_nodes: Mapping[str, str] = olds.get("nodes") or {}
+    new_nodes: Mapping[str, str] = news.get("nodes") or {}
+    old_ids: Mapping[str, str] = olds.get("system_ids") or {}
+    new_ids: Mapping[str, str] = news.get("system_ids") or {}
+    failed: Mapping[str, str] = olds.get("failed") or {}
+    state: Mapping[str, Any] = olds.get("state") or {}
+    settings = [k for k in NODE_SETTINGS if olds.get(k) != news.get(k)]
+    changes: dict[str, list[str]] = {}
+    for node, url in new_nodes.items():
+        reasons: list[str] = []
+        if node not in old_nodes:
+            reasons.append("new node")
+        else:
+            if old_nodes[node] != url or old_ids.get(node) != new_ids.get(node):
+                reasons.append("BMC address changed")
+            if node in failed:
+                reasons.append(f"failed last time: {failed[node]}")
+            elif node not in state:
+                reasons.append("not converged yet")
+            reasons += [f"{k} changed" for k in settings]
+        if reasons:
+            changes[node] = reasons
+    for node in old_nodes:
+        if node not in new_nodes:
+            changes[node] = ["removed from the unit"]
+    return changes
+
+
+def converge(node: RedfishNode, want: Desired) -> dict[str, Any]:
+    """Bring one node to `want`, acting only where the BMC differs; return the node's record.
+
+    Order: BIOS attributes (staged), boot override (and the OS image as virtual media), then power. A node
+    that is already on is restarted when its BIOS or boot override changed, so that they take effect.
+    """
+    from fjord.adapters.redfish import RedfishError
+
+    info = node.info()
+    actions: list[str] = []
+    bios_state = "none requested"
+    if want.bios:
+        current = node.bios()
+        if current is None:
+            bios_state = "not exposed by the BMC"
+        else:
+            pending = {k: v for k, v in want.bios.items() if current.get(k) != v}
+            if pending:
+                node.set_bios(pending)
+                actions.append("bios")
+            bios_state = "set"
+    target = BOOT_TARGET[want.boot]
+    if want.boot == "virtual-media" and want.image_url and want.image_url not in node.virtual_media().values():
+        node.insert_image(want.image_url)
+        actions.append("virtual-media")
+    if info.boot_target != REDFISH_BOOT[target]:
+        # 'Once' for PXE and virtual media (install, then boot the disk); 'Continuous' for the disk.
+        node.set_boot(target, once=target != "hdd")  # type: ignore[arg-type]
+        actions.append(f"boot {target}")
+    power = info.power
+    if want.power == "off":
+        if power != "Off":
+            node.set_power("off")
+            actions.append("power off")
+    elif power != "On":
+        node.set_power("on")
+        actions.append("power on")
+    elif actions:
+        node.set_power("restart")
+        actions.append("restart")
+    if any(a.startswith(("power", "restart")) for a in actions):
+        landed: Literal["On", "Off"] = "Off" if want.power == "off" else "On"
+        power = node.wait_power(landed, want.power_timeout_s)
+        if power != landed:
+            raise RedfishError(
+                node.target.node,
+                "timeout",
+                f"power is {power} {want.power_timeout_s:g} s after asking for {landed}",
+            )
+    return {
+        "power": power,
+        "boot": REDFISH_BOOT[target],
+        "bios": bios_state,
+        "actions": actions,
+        "model": info.model,
+        "serial": info.serial,
+        "bios_version": info.bios_version,
+        "macs": list(info.macs),
+        "system_id": info.system_id,
+    }
+
+
+Progress = Callable[["Outcome[Any]"], None]
+
+
+class BareMetalProvider(dyn.ResourceProvider):
+    """create/diff/update/delete for a scalable unit's nodes (see the module docstring)."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        failures = []
+        if not news.get(PASSWORD):
+            failures.append(
+                dyn.CheckFailure(
+                    PASSWORD, "no BMC password: set it with `pulumi config set --secret fjord:bmcPassword`"
+                )
+            )
+        if not news.get("nodes"):
+            failures.append(dyn.CheckFailure("nodes", "a scalable unit without nodes"))
+        return dyn.CheckResult(news, failures)
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        outs = self.apply(props, {}, list(props["nodes"]))
+        return dyn.CreateResult(id_=str(props["unit"]), outs=outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        nodes = node_changes(olds, news)
+        inputs = [k for k in news if k not in OUTPUT_ONLY and olds.get(k) != news.get(k)]
+        return dyn.DiffResult(
+            changes=bool(nodes or inputs),
+            replaces=["unit"] if olds.get("unit") != news.get("unit") else [],
+            delete_before_replace=True,
+        )
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        changes = node_changes(olds, news)
+        removed = [n for n, why in changes.items() if n not in news["nodes"]]
+        if removed and news["on_delete"] == "power-off":
+            self.power_off({**olds, "nodes": {n: olds["nodes"][n] for n in removed}})
+        todo = [n for n in news["nodes"] if n in changes]
+        return dyn.UpdateResult(outs=self.apply(news, olds, todo))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if props.get("on_delete") == "power-off":
+            self.power_off(props)
+
+    # The work, also used directly by tests and tools.
+
+    def apply(
+        self,
+        props: Mapping[str, Any],
+        olds: Mapping[str, Any],
+        todo: list[str],
+        on_done: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Converge the `todo` nodes; keep the earlier record of every other node still in the unit."""
+        from fjord.adapters.redfish import run_bulk
+
+        creds, options = _access(props)
+        want = Desired.of(props)
+        outcomes = run_bulk(_targets(props, todo), creds, options, lambda n: converge(n, want), on_done)
+        state = {n: r for n, r in (olds.get("state") or {}).items() if n in props["nodes"] and n not in outcomes}
+        failed = {n: e for n, e in (olds.get("failed") or {}).items() if n in props["nodes"] and n not in outcomes}
+        for name, outcome in outcomes.items():
+            if outcome.error is None:
+                state[name] = {**(outcome.value or {}), "attempts": outcome.attempts}
+            else:
+                state.pop(name, None)
+                failed[name] = f"{outcome.error.kind}: {outcome.error.message} (after {outcome.attempts} tries)"
+        order = list(props["nodes"])
+        return {
+            **{k: v for k, v in props.items() if k not in OUTPUT_ONLY},
+            "state": {n: state[n] for n in order if n in state},
+            "failed": {n: failed[n] for n in order if n in failed},
+            "converged": len(state),
+        }
+
+    def power_off(self, props: Mapping[str, Any]) -> None:
+        """Power off every node of `props` (delete with on_delete 'power-off'); raise naming the nodes that
+        failed, so that the engine keeps the resource and a rerun tries again."""
+        from fjord.adapters.redfish import run_bulk
+
+        creds, options = _access(props)
+        timeout = float(props["power_timeout_s"])
+
+        def off(node: RedfishNode) -> str | None:
+            if node.power() != "Off":
+                node.set_power("off")
+                return node.wait_power("Off", timeout)
+            return "Off"
+
+        outcomes = run_bulk(_targets(props), creds, options, off)
+        bad = [f"{o.error}" if o.error else f"{n}: power is {o.value}" for n, o in outcomes.items() if o.value != "Off"]
+        if bad:
+            raise RuntimeError(f"{len(bad)} of {len(outcomes)} nodes not powered off: " + "; ".join(bad))
+
+
+PROVIDER = BareMetalProvider()
+
+
+def unit_props(unit: str, nodes: list[BmcEndpoint], bmc: Bmc, password: pulumi.Input[str]) -> dict[str, Any]:
+    """A unit's resource inputs: its nodes (name -> BMC URL, and `system_ids` on a lab endpoint), the BMC
+    access settings and the desired node state, all from the site's `bmc`."""
+    return {
+        "unit": unit,
+        "nodes": {e.node: e.url for e in nodes},
+        "system_ids": {e.node: e.system_id for e in nodes if e.system_id is not None},
+        "username": bmc.username,
+        PASSWORD: pulumi.Output.secret(password),
+        "verify_tls": bmc.verify_tls,
+        "timeout_s": bmc.timeout_s,
+        "retries": bmc.retries,
+        "backoff_s": bmc.backoff_s,
+        "concurrency": bmc.concurrency,
+        "power_timeout_s": bmc.power_timeout_s,
+        "power": bmc.power,
+        "boot": bmc.boot,
+        "image_url": bmc.image_url,
+        "bios": dict(bmc.bios),
+        "on_delete": bmc.on_delete,
+    }
+
+
+class NodePool(dyn.Resource, module="baremetal", name="NodePool"):
+    """A scalable unit's nodes on their BMCs. Outputs: `state` (node -> record), `failed` (node -> error)."""
+
+    state: pulumi.Output[dict[str, Any]]
+    failed: pulumi.Output[dict[str, str]]
+    converged: pulumi.Output[int]
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        secret = pulumi.ResourceOptions(additional_secret_outputs=[PASSWORD])
+        super().__init__(
+            PROVIDER,
+            name,
+            {**props, "state": None, "failed": None, "converged": None},
+            pulumi.ResourceOptions.merge(opts, secret),
+        )

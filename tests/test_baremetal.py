@@ -1,0 +1,366 @@
+"""Bare metal through Redfish, against real Redfish servers: sushy-emulator (fake driver) processes started
+here, with basic auth, a fault-injecting proxy in front for 5xx and slow answers, a closed port for a BMC
+that is down, and a local server for OS images.
+
+The fake driver applies power changes 1-11 s after asking (random), so tests that change power wait by
+polling with a timeout; the rest do not touch power. Each test uses its own systems of the shared emulator,
+so the order of tests does not matter.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fjord.adapters import redfish as rf
+from fjord.cli.bmc import EXIT_NODES_FAILED, PASSWORD_ENV
+from fjord.cli.main import app
+from fjord.providers.baremetal import PASSWORD, BareMetalProvider, node_changes, unit_props
+from fjord.sizing.bmc import BmcEndpoint
+from fjord.spec.load import default_site
+from fjord.spec.models import Bmc
+
+from .redfish_lab import (
+    PASSWORD as BMC_PASSWORD,
+)
+from .redfish_lab import (
+    USERNAME,
+    Emulator,
+    FaultProxy,
+    ImageServer,
+    closed_port_url,
+    fake_system,
+)
+from .test_cli import write_stack
+
+pytestmark = pytest.mark.bmc
+NODES = [f"t-su000-n{i:03d}" for i in range(24)]
+DEV_NODES = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
+"""The embedded dev site's nodes: the emulator serves them too, for the `fjord bmc` commands."""
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES + DEV_NODES)])
+    try:
+        em.start()
+    except (OSError, RuntimeError) as exc:
+        em.stop()
+        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(f"sushy-emulator did not start: {exc}")
+        pytest.skip(f"sushy-emulator did not start: {exc}")
+    yield em
+    em.stop()
+
+
+@pytest.fixture
+def proxy(emulator: Emulator) -> Iterator[FaultProxy]:
+    p = FaultProxy(emulator.url).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
+    server = ImageServer(tmp_path_factory.mktemp("i4-images"))
+    yield server
+    server.stop()
+
+
+CREDS = rf.Credentials(USERNAME, BMC_PASSWORD)
+FAST = rf.Options(retries=2, backoff_s=0.05, timeout_s=5, concurrency=8)
+
+
+def target(emulator: Emulator, node: str, url: str | None = None) -> rf.Target:
+    return rf.Target(node, url or emulator.url, node)
+
+
+def props(urls: dict[str, str], **bmc: Any) -> dict[str, Any]:
+    """The resource inputs the component would register, with the password as the engine hands it over."""
+    spec = Bmc(
+        **{"username": USERNAME, "retries": 2, "backoff_s": 0.05, "timeout_s": 5, "power_timeout_s": 30, **bmc},
+    )
+    p = unit_props("t-su000", [BmcEndpoint(n, u, n) for n, u in urls.items()], spec, "unused")
+    p[PASSWORD] = BMC_PASSWORD
+    return p
+
+
+# --- the adapter -------------------------------------------------------------------------------------
+
+
+def test_discover_every_system_with_its_inventory(emulator: Emulator) -> None:
+    found = {s.system_id: s for s in rf.discover(emulator.url, CREDS, FAST)}
+    assert set(found) == set(NODES + DEV_NODES)
+    first = found[NODES[1]]
+    assert first.macs == ("52:54:00:00:00:01",)
+    assert first.bios_version == "2.1.1"
+    assert first.health == "OK"
+    assert first.manufacturer == "Sushy Emulator"
+    assert first.power in ("On", "Off")
+
+
+def test_bios_attributes_read_and_set(emulator: Emulator) -> None:
+    with rf.RedfishNode.open(target(emulator, NODES[2]), CREDS, FAST) as node:
+        assert node.bios() == {"BootMode": "Uefi", "ProcVirtualization": "Enabled", "SriovGlobalEnable": "Disabled"}
+        node.set_bios({"SriovGlobalEnable": "Enabled"})
+        assert node.bios()["SriovGlobalEnable"] == "Enabled"  # type: ignore[index]
+
+
+def test_boot_override_and_virtual_media(emulator: Emulator, images: ImageServer) -> None:
+    with rf.RedfishNode.open(target(emulator, NODES[3]), CREDS, FAST) as node:
+        node.set_boot("pxe", once=True)
+        # The emulator stores 'Once' and reports 'Continuous' (a known quirk): only the target is checked.
+        assert node.info().boot_target == "Pxe"
+        node.insert_image(images.image_url)
+        node.insert_image(images.image_url)  # idempotent
+        assert node.virtual_media() == {"Cd": images.image_url}
+    media = emulator.system(NODES[3])
+    assert media["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+
+
+def test_wrong_credentials_name_the_node_and_never_the_password(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "Wr0ng-" + BMC_PASSWORD
+    caplog.set_level(logging.DEBUG)
+    outcome = rf.with_retries(target(emulator, NODES[0]), rf.Credentials(USERNAME, wrong), FAST, lambda n: n.info())
+    assert outcome.error is not None
+    assert outcome.error.kind == "auth"
+    assert outcome.attempts == 1, "wrong credentials are not retried"
+    text = str(outcome.error)
+    assert text.startswith(f"{NODES[0]}: auth: ")
+    assert "refused the credentials" in text
+    shown = text + "".join(traceback.format_exception(outcome.error)) + caplog.text
+    assert wrong not in shown
+    assert BMC_PASSWORD not in shown
+
+
+def test_bmc_not_listening_is_retried_then_named(emulator: Emulator) -> None:
+    down = rf.Target("t-down", closed_port_url(), "x")
+    outcome = rf.with_retries(down, CREDS, FAST, lambda n: n.info())
+    assert outcome.error is not None
+    assert outcome.error.kind == "unreachable"
+    assert outcome.attempts == FAST.retries + 1
+    assert str(outcome.error).startswith("t-down: unreachable: cannot connect")
+
+
+def test_slow_bmc_times_out_and_a_patient_client_waits(emulator: Emulator, proxy: FaultProxy) -> None:
+    proxy.faults.delays[f"/Systems/{NODES[4]}"] = 1.5
+    impatient = rf.Options(retries=1, backoff_s=0.05, timeout_s=0.5)
+    outcome = rf.with_retries(target(emulator, NODES[4], proxy.url), CREDS, impatient, lambda n: n.info())
+    assert outcome.error is not None
+    assert outcome.error.kind == "timeout"
+    assert outcome.attempts == 2
+    patient = rf.with_retries(target(emulator, NODES[4], proxy.url), CREDS, FAST, lambda n: n.info().system_id)
+    assert patient.value == NODES[4]
+
+
+def test_5xx_answers_are_retried_with_backoff(emulator: Emulator, proxy: FaultProxy) -> None:
+    proxy.faults.errors[f"/Systems/{NODES[5]}"] = 503
+    proxy.faults.error_budget[f"/Systems/{NODES[5]}"] = 3
+    slept: list[float] = []
+    outcome = rf.with_retries(
+        target(emulator, NODES[5], proxy.url), CREDS, FAST, lambda n: n.info().system_id, sleep=slept.append
+    )
+    assert outcome.value == NODES[5]
+    assert outcome.attempts == 2  # sushy retried the GET once itself, fjord once more
+    assert slept == [FAST.backoff_s]
+    proxy.faults.error_budget[f"/Systems/{NODES[5]}"] = 100
+    failed = rf.with_retries(target(emulator, NODES[5], proxy.url), CREDS, FAST, lambda n: n.info(), sleep=slept.append)
+    assert failed.error is not None
+    assert failed.error.kind == "server"
+    assert "503" in failed.error.message
+    assert slept[1:] == [0.05, 0.1], "exponential backoff"
+
+
+def test_bulk_runs_every_node_and_one_failure_stops_none(emulator: Emulator, proxy: FaultProxy) -> None:
+    proxy.faults.errors[f"/Systems/{NODES[7]}"] = 500
+    targets = [target(emulator, n, proxy.url) for n in NODES[6:14]]
+    seen: list[str] = []
+    results = rf.run_bulk(targets, CREDS, FAST, lambda n: n.info().system_id, lambda o: seen.append(o.node))
+    assert list(results) == NODES[6:14]
+    assert sorted(seen) == sorted(NODES[6:14])
+    assert [n for n, o in results.items() if not o.ok] == [NODES[7]]
+    assert all(o.value == n for n, o in results.items() if n != NODES[7])
+
+
+# --- the dynamic provider ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_provider_partial_failure_then_rerun_converges(emulator: Emulator, proxy: FaultProxy) -> None:
+    """create with one node answering 500s: the others converge, the failure is recorded against the node;
+    the diff of a rerun holds exactly that node; update finishes it; a further apply changes nothing."""
+    nodes = NODES[14:18]
+    bad = nodes[1]
+    proxy.faults.errors[f"/Systems/{bad}"] = 500
+    urls = {n: proxy.url if n == bad else emulator.url for n in nodes}
+    news = props(urls, power="on", boot="pxe", bios={"SriovGlobalEnable": "Enabled"})
+    provider = BareMetalProvider()
+
+    created = provider.create(news)
+    assert created.id == "t-su000"
+    outs = created.outs or {}
+    assert list(outs["failed"]) == [bad]
+    assert outs["failed"][bad].startswith("server: the BMC answered HTTP 500")
+    assert set(outs["state"]) == set(nodes) - {bad}
+    for n in set(nodes) - {bad}:
+        record = outs["state"][n]
+        assert record["power"] == "On"
+        assert record["boot"] == "Pxe"
+        assert record["bios"] == "set"
+        view = emulator.system(n)
+        assert view["PowerState"] == "On"
+        assert view["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+    assert BMC_PASSWORD not in repr({k: v for k, v in outs.items() if k != PASSWORD})
+
+    # The rerun: the diff names the failed node only; the fault is gone; update converges it.
+    assert node_changes(outs, news) == {bad: [f"failed last time: {outs['failed'][bad]}"]}
+    assert provider.diff("t-su000", outs, news).changes
+    proxy.faults.errors.clear()
+    updated = provider.update("t-su000", outs, news).outs or {}
+    assert updated["failed"] == {}
+    assert set(updated["state"]) == set(nodes)
+    assert updated["state"][nodes[0]] == outs["state"][nodes[0]], "nodes that were done are kept, not redone"
+    assert emulator.system(bad)["PowerState"] == "On"
+
+    # Idempotent re-apply: no diff, and converging every node again takes no action.
+    assert not provider.diff("t-su000", updated, news).changes
+    again = provider.apply(news, updated, list(nodes))
+    assert [again["state"][n]["actions"] for n in nodes] == [[]] * len(nodes)
+
+
+@pytest.mark.slow
+def test_provider_virtual_media_boot_and_power_off_on_delete(emulator: Emulator, images: ImageServer) -> None:
+    nodes = NODES[18:20]
+    news = props(
+        dict.fromkeys(nodes, emulator.url),
+        power="on",
+        boot="virtual-media",
+        image_url=images.image_url,
+        on_delete="power-off",
+    )
+    provider = BareMetalProvider()
+    outs = provider.create(news).outs or {}
+    assert outs["failed"] == {}
+    for n in nodes:
+        assert outs["state"][n]["boot"] == "Cd"
+        assert "virtual-media" in outs["state"][n]["actions"]
+        assert emulator.system(n)["Boot"]["BootSourceOverrideTarget"] == "Cd"
+    provider.delete("t-su000", outs)
+    assert [emulator.system(n)["PowerState"] for n in nodes] == ["Off", "Off"]
+
+
+def test_provider_delete_names_nodes_it_could_not_power_off(emulator: Emulator) -> None:
+    outs = props({NODES[20]: closed_port_url()}, on_delete="power-off", retries=0)
+    with pytest.raises(RuntimeError, match=f"1 of 1 nodes not powered off: {NODES[20]}: unreachable") as caught:
+        BareMetalProvider().delete("t-su000", outs)
+    assert BMC_PASSWORD not in str(caught.value)
+
+
+def test_per_node_diff(emulator: Emulator) -> None:
+    olds = {
+        **props({"a": "http://x", "b": "http://x", "c": "http://x"}),
+        "state": {"a": {}, "b": {}},
+        "failed": {"c": "timeout: no answer"},
+    }
+    news = props({"a": "http://x", "b": "http://y", "d": "http://x"})
+    assert node_changes(olds, news) == {
+        "b": ["BMC address changed"],
+        "d": ["new node"],
+        "c": ["removed from the unit"],
+    }
+    changed = props({"a": "http://x", "b": "http://x", "c": "http://x"}, power="off")
+    assert node_changes(olds, changed) == {
+        "a": ["power changed"],
+        "b": ["power changed"],
+        "c": ["failed last time: timeout: no answer", "power changed"],
+    }
+    assert BareMetalProvider().check({}, {**news, PASSWORD: ""}).failures[0].property == PASSWORD
+
+
+def test_leave_on_delete_touches_nothing(emulator: Emulator) -> None:
+    # A closed port: any BMC call would fail, so success proves nothing was called.
+    BareMetalProvider().delete("t-su000", props({NODES[21]: closed_port_url()}, on_delete="leave"))
+
+
+def test_provider_object_pickles_without_connections() -> None:
+    import dill
+
+    provider = dill.loads(dill.dumps(BareMetalProvider(), recurse=True))
+    assert isinstance(provider, BareMetalProvider)
+    assert vars(provider) == {}
+
+
+# --- the operator commands ---------------------------------------------------------------------------
+
+
+def bmc_cli(folder: Path, endpoint: str, *args: str, password: str | None = BMC_PASSWORD) -> tuple[int, str, str]:
+    """Run `fjord bmc lab ...` on the dev site whose BMCs are the emulator's systems of the same names."""
+    site = copy.deepcopy(default_site())
+    site["bmc"] = {"username": USERNAME, "endpoint": endpoint, "retries": 1, "backoff_s": 0.05, "power_timeout_s": 30}
+    write_stack(folder, "lab", site)
+    env = {PASSWORD_ENV: password} if password is not None else {}
+    result = CliRunner().invoke(app, ["bmc", "lab", *args, "--stacks-dir", str(folder)], env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_status_table_and_json(emulator: Emulator, tmp_path: Path) -> None:
+    code, out, err = bmc_cli(tmp_path, emulator.url, "status")
+    assert code == 0, err
+    for header in ("node", "power", "boot target", "health", "firmware"):
+        assert header in out
+    for n in DEV_NODES:
+        assert n in out
+    assert "status: 4 ok, 0 failed of 4 nodes" in err
+    code, out, _ = bmc_cli(tmp_path, emulator.url, "status", "--json", "--limit", "*-n00[01]")
+    assert code == 0
+    doc = json.loads(out)
+    assert list(doc) == DEV_NODES[:2]
+    assert doc[DEV_NODES[1]]["bios_version"] == f"2.{(len(NODES) + 1) % 7}.1"  # fake_system numbering
+    assert doc[DEV_NODES[1]]["health"] == "OK"
+    assert BMC_PASSWORD not in out + err
+
+
+def test_cli_failures_name_the_node_and_exit_non_zero(emulator: Emulator, proxy: FaultProxy, tmp_path: Path) -> None:
+    proxy.faults.errors[f"/Systems/{DEV_NODES[2]}"] = 500
+    code, out, err = bmc_cli(tmp_path, proxy.url, "status")
+    assert code == EXIT_NODES_FAILED
+    assert "status: 3 ok, 1 failed of 4 nodes" in err
+    assert f"{DEV_NODES[2]}: server: the BMC answered HTTP 500" in err
+    wrong = "Wr0ng-" + BMC_PASSWORD
+    code, out, err = bmc_cli(tmp_path, emulator.url, "status", "--limit", DEV_NODES[0], password=wrong)
+    assert code == EXIT_NODES_FAILED
+    assert f"{DEV_NODES[0]}: auth: the BMC refused the credentials" in err
+    assert wrong not in out + err
+
+
+def test_cli_rejects_missing_password_and_empty_limit(emulator: Emulator, tmp_path: Path) -> None:
+    code, _, err = bmc_cli(tmp_path, emulator.url, "status", password=None)
+    assert code == 1
+    assert PASSWORD_ENV in err
+    code, _, err = bmc_cli(tmp_path, emulator.url, "power-off", "--limit", "nothing-*")
+    assert code == 1
+    assert "matches no node" in err
+
+
+@pytest.mark.slow
+def test_cli_power_on_and_pxe(emulator: Emulator, tmp_path: Path) -> None:
+    code, _, err = bmc_cli(tmp_path, emulator.url, "pxe", "--limit", DEV_NODES[3])
+    assert code == 0, err
+    assert "pxe: 1 ok, 0 failed of 1 nodes" in err
+    view = emulator.system(DEV_NODES[3])
+    assert view["PowerState"] == "On"
+    assert view["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+    code, _, err = bmc_cli(tmp_path, emulator.url, "power-on", "--limit", DEV_NODES[3])
+    assert code == 0, err
+    assert "power-on: 1 ok" in err
