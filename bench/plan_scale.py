@@ -63,6 +63,9 @@ def synthetic_site(gpus: int) -> dict[str, Any]:
     raw["ip_plan"].update(bmc="10.0.0.0/14", management="10.4.0.0/14", storage="10.8.0.0/14")
     raw["ip_plan"]["compute"] = "10.64.0.0/11"
     raw["clusters"][0].update(name="gb200", sku="GB200-NVL72", gpus=racks * NVL72)
+    for tenant in raw.get("tenants", []):
+        for quota in tenant.get("gpu_quotas", []):
+            quota.update(cluster="gb200", gpus=racks * NVL72)
     return raw
 
 
