@@ -32,4 +32,5 @@ def main() -> Site:
     pulumi.export("site", spec.name)
     pulumi.export("summary", site.summary)
     pulumi.export("inventory", site.inventory)
+    pulumi.export("storage", site.storage.offers)
     return site

@@ -323,3 +323,10 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
 
 def main() -> None:
     app()
+
+
+# Sub-commands in their own modules (imported last: they use the helpers above).
+from fjord.cli import artifacts, state  # noqa: E402
+
+app.add_typer(state.app, name="state")
+app.add_typer(artifacts.app, name="artifacts")
