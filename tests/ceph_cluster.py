@@ -208,6 +208,9 @@ rgw_frontends = beast endpoint=127.0.0.1:{self.rgw_port}
 ms_mon_client_mode = crc
 rgw_data = {d}/rgw
 rgw_enable_usage_log = false
+# Free deleted and overwritten objects' data within seconds (default: 2 h), as memstore keeps it all in RAM.
+rgw_gc_obj_min_wait = 5
+rgw_gc_processor_period = 5
 """,
             encoding="utf-8",
         )

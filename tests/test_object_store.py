@@ -241,32 +241,33 @@ def test_tenant_buckets_users_and_quota_idempotent(ceph: CephCluster, admin_user
     assert all(not r.get("created", False) and not r.get("user_created", False) for r in json.loads(again.stdout))
 
 
-def test_tenant_bucket_taken_by_someone_else_is_a_clear_error(
-    ceph: CephCluster, admin_user: S3User, other_user: S3User, tmp_path: Path
+@pytest.mark.parametrize(
+    ("command", "stack", "bucket", "says"),
+    [
+        ("tenants", "lab-taken", "lab-taken-platform-datasets", "belongs to user 'someone-else'"),
+        ("init", "lab-grab", "lab-grab-state", "belongs to another user"),
+    ],
+)
+def test_bucket_taken_by_someone_else_is_a_clear_error(
+    ceph: CephCluster,
+    admin_user: S3User,
+    other_user: S3User,
+    tmp_path: Path,
+    command: str,
+    stack: str,
+    bucket: str,
+    says: str,
 ) -> None:
-    stack = lab_stack(tmp_path, ceph.endpoint, "lab-taken")
-    store_for(ceph, other_user).ensure_bucket("lab-taken-platform-datasets")
-    result = fjord(tmp_path, admin_user, "state", "tenants", stack)
+    lab_stack(tmp_path, ceph.endpoint, stack)
+    store_for(ceph, other_user).ensure_bucket(bucket)
+    result = fjord(tmp_path, admin_user, "state", command, stack)
     assert result.exit_code == EXIT_STORE
     line = result.stderr.strip()
-    assert "'lab-taken-platform-datasets'" in line
-    assert ceph.endpoint in line
-    assert "'someone-else'" in line
+    assert f"bucket '{bucket}' at {ceph.endpoint}" in line
+    assert says in line
     assert "Traceback" not in result.output
-
-
-def test_state_bucket_taken_is_a_clear_error(
-    ceph: CephCluster, admin_user: S3User, other_user: S3User, tmp_path: Path
-) -> None:
-    stack = lab_stack(tmp_path, ceph.endpoint, "lab-grab")
-    store_for(ceph, other_user).ensure_bucket("lab-grab-state")
-    result = fjord(tmp_path, admin_user, "state", "init", stack)
-    assert result.exit_code == EXIT_STORE
-    assert "bucket 'lab-grab-state'" in result.stderr
-    assert ceph.endpoint in result.stderr
-    assert "belongs to another user" in result.stderr
     with pytest.raises(BucketTaken):
-        store_for(ceph, admin_user).ensure_bucket("lab-grab-state")
+        store_for(ceph, admin_user).ensure_bucket(bucket)
 
 
 # --- faults -------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ how the CLI finds S3 credentials without ever showing the secret."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,30 @@ def test_client_repr_and_login_url_hold_no_secret() -> None:
     assert pulumi_login_url(target) == (
         "s3://uk-state?endpoint=s3.uk.fjord.example&s3ForcePathStyle=true&region=default"
     )
+
+
+def test_a_cluster_left_by_a_killed_run_is_reaped(tmp_path: Path) -> None:
+    """A leftover test cluster (its owner process gone) has its daemons killed and its dir removed."""
+    import subprocess
+
+    from .ceph_cluster import PREFIX, reap_leftovers
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    daemon = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    left = tmp_path / f"{PREFIX}leftover"
+    left.mkdir()
+    (left / "owner.pid").write_text(str(dead.pid))
+    (left / "pgid.rgw").write_text(str(daemon.pid))
+    alive = tmp_path / f"{PREFIX}running"
+    alive.mkdir()
+    (alive / "owner.pid").write_text(str(os.getpid()))
+    try:
+        assert reap_leftovers(tmp_path) == [left]
+        assert daemon.wait(timeout=10) == -9
+        assert not left.exists()
+        assert alive.exists()  # a cluster whose owner still runs is left alone
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()

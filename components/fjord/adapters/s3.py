@@ -95,9 +95,9 @@ class TransferSettings:
     retry_mode: Literal["standard", "adaptive"] = "standard"
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
-    multipart_threshold: int = 32 * MiB
-    multipart_chunksize: int = 32 * MiB
-    max_concurrency: int = 8
+    multipart_threshold: int = 16 * MiB
+    multipart_chunksize: int = 16 * MiB
+    max_concurrency: int = 4
     checksum: Checksum = "md5"
 
     def transfer_config(self) -> TransferConfig:
@@ -364,7 +364,8 @@ class ObjectStore:
         metadata: Mapping[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> ObjectInfo:
-        """Upload a file (multipart above the threshold) with its SHA-256 in the metadata."""
+        """Upload a file (multipart above the threshold) with its SHA-256 in the metadata; returns what was sent
+        (`head` reads back what is stored)."""
         digest = sha256_file(path)
         meta = {**(metadata or {}), SHA256_META: digest}
         with self._errors("upload", bucket, key):
@@ -376,7 +377,7 @@ class ObjectStore:
                 Config=self.settings.transfer_config(),
                 Callback=progress,
             )
-        return self.head(bucket, key)
+        return ObjectInfo(key, path.stat().st_size, "", meta)
 
     def put_bytes(self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         meta = {**(metadata or {}), SHA256_META: hashlib.sha256(data).hexdigest()}

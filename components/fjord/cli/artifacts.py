@@ -104,7 +104,8 @@ def upload(stack: str, folder: Path | None, files: list[tuple[Path, str]]) -> li
             }
             key = artifact_key(stack, kind, path.name, commit, when)
             with _progress(f"upload {path.name}", path.stat().st_size) as advance:
-                stored.append(store.put_file(target.artifacts_bucket, key, path, meta, advance))
+                store.put_file(target.artifacts_bucket, key, path, meta, advance)
+            stored.append(store.head(target.artifacts_bucket, key))
     except S3Error as exc:
         raise store_failed(exc) from None
     return stored
