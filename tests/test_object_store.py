@@ -325,6 +325,12 @@ def test_rgw_restart_during_multipart_upload(ceph: CephCluster, admin_user: S3Us
             in_flight.set()
             restarted.wait(120)  # hold this part mid-request while RGW goes away and comes back
 
+    part_sends = [0]
+
+    def count_part(**_: Any) -> None:
+        part_sends[0] += 1
+
+    store.client.meta.events.register("before-send.s3.UploadPart", count_part)
     results: dict[str, Any] = {}
     acknowledged: dict[str, bytes] = {}
     stop = threading.Event()
@@ -362,6 +368,7 @@ def test_rgw_restart_during_multipart_upload(ceph: CephCluster, admin_user: S3Us
     assert results["big"].size == big.stat().st_size
     head = store.client.head_object(Bucket="fault-restart", Key="big.bin")
     assert head["ETag"].endswith('-6"')  # 6 parts of 8 MiB: it was a multipart upload
+    assert part_sends[0] > 6  # and at least one part was sent again after the restart
     back = tmp_path / "back.bin"
     store.get_file("fault-restart", "big.bin", back)
     assert back.read_bytes() == big.read_bytes()
