@@ -36,4 +36,5 @@ def main() -> Site:
     pulumi.export("summary", site.summary)
     pulumi.export("inventory", site.inventory)
     pulumi.export("baremetal_failed", site.bare_metal_failed)
+    pulumi.export("storage", site.storage.offers)
     return site

@@ -321,13 +321,14 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
         out.print(name, highlight=False)
 
 
-from fjord.cli.render import render  # noqa: E402  (uses the helpers above)
+# Sub-commands in their own modules, registered last: they use the helpers above.
+from fjord.cli import artifacts, bmc, state  # noqa: E402
+from fjord.cli.render import render  # noqa: E402
 
 app.command()(render)
-
-from fjord.cli import bmc  # noqa: E402  (sub-command group, registered last)
-
 app.add_typer(bmc.app, name="bmc")
+app.add_typer(state.app, name="state")
+app.add_typer(artifacts.app, name="artifacts")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -308,6 +308,86 @@ class StorageTier(_Spec):
     endpoint: str | None = Field(default=None, description="Service endpoint (the S3 URL for an object tier).")
 
 
+BucketName = Annotated[
+    str,
+    _matching(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", "an S3 bucket name of 3-63 characters (a-z, 0-9, '-'), no dots"),
+]
+Jurisdiction = Literal["EU", "EEA", "UK", "CH"]
+
+
+class ObjectStore(_Spec):
+    """Where the site keeps its Pulumi state, its artifacts (plans, inventories, reports) and tenant buckets.
+
+    An S3 endpoint (Ceph RGW): one of this site's object tiers (`tier`), or an explicit `endpoint` with the
+    `jurisdiction` it stands in. Sovereignty: a site's state and artifacts go only to an endpoint in the
+    site's own jurisdiction; any other is rejected.
+    """
+
+    tier: Name | None = Field(default=None, description="An object tier of this site whose endpoint is used.")
+    endpoint: Annotated[str, _matching(r"https?://[^\s/?#]+/?", "an http(s)://host[:port] URL")] | None = Field(
+        default=None, description="An S3 endpoint that is not one of this site's tiers (give `tier` or this)."
+    )
+    jurisdiction: Jurisdiction | None = Field(
+        default=None,
+        description="Legal area the endpoint stands in; required with `endpoint` (a tier is in the site's own).",
+    )
+    region: str = Field(default="default", min_length=1, max_length=64, description="S3 region (RGW zonegroup).")
+    state_bucket: BucketName | None = Field(default=None, description="Pulumi state bucket; default <site>-state.")
+    artifacts_bucket: BucketName | None = Field(
+        default=None, description="Bucket of plans, inventories and reports; default <site>-artifacts."
+    )
+    noncurrent_days: int = Field(
+        default=90, ge=1, le=3650, description="Days after which an overwritten (noncurrent) version expires."
+    )
+    object_lock: bool = Field(default=True, description="Object lock in governance mode on the state bucket.")
+    lock_days: int = Field(
+        default=7, ge=1, le=3650, description="Default governance retention of each state version, days."
+    )
+    max_attempts: int = Field(default=8, ge=1, le=20, description="Attempts per S3 request, first try included.")
+    connect_timeout_s: float = Field(default=5, gt=0, le=120, description="TCP connect timeout, seconds.")
+    read_timeout_s: float = Field(default=60, gt=0, le=900, description="Read timeout per request, seconds.")
+
+    @model_validator(mode="after")
+    def _where(self) -> ObjectStore:
+        problems: list[Problem] = []
+        if (self.tier is None) == (self.endpoint is None):
+            problems.append(
+                Problem("tier", self.tier, "give exactly one of 'tier' (an object tier of the site) or 'endpoint'")
+            )
+        if self.endpoint is not None and self.jurisdiction is None:
+            problems.append(
+                Problem(
+                    "jurisdiction",
+                    None,
+                    "an explicit endpoint needs the jurisdiction it stands in; allowed: EU, EEA, UK, CH",
+                )
+            )
+        if self.object_lock and self.noncurrent_days < self.lock_days:
+            problems.append(
+                Problem(
+                    "noncurrent_days",
+                    self.noncurrent_days,
+                    f"old state versions are locked for lock_days={self.lock_days} days and cannot expire sooner;"
+                    f" allowed: at least {self.lock_days}",
+                )
+            )
+        if problems:
+            raise SpecProblems(problems)
+        return self
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """A site's object store, resolved: the endpoint, where it stands, and the bucket names."""
+
+    endpoint: str
+    jurisdiction: str
+    region: str
+    state_bucket: str
+    artifacts_bucket: str
+    spec: ObjectStore
+
+
 class Software(_Spec):
     """The software baseline every GPU node runs."""
 
@@ -470,6 +550,10 @@ class Site(_Spec):
     tenants: tuple[Tenant, ...] = Field(default=(), description="Tenants, their GPU quotas and buckets.")
     air_gap: AirGap | None = Field(default=None, description="Set for a site without outbound network.")
     bmc: Bmc = Field(default_factory=Bmc, description="How the nodes' BMCs are reached (Redfish) and kept.")
+    object_store: ObjectStore | None = Field(
+        default=None,
+        description="Where state, artifacts and tenant buckets live; default: the site's only object tier.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Site:
@@ -546,6 +630,7 @@ class Site(_Spec):
                     )
                 )
         problems += self._tenancy_problems()
+        problems += self._object_store_problems()
         if self.air_gap is not None and self.software.driver_source == "repository":
             problems.append(
                 Problem(
@@ -598,6 +683,70 @@ class Site(_Spec):
                 problems.append(Problem(f"tenants[{i}].buckets", dup, "is listed twice; bucket names must be unique"))
         return problems
 
+    def _object_store_problems(self) -> list[Problem]:
+        store = self.object_store
+        problems: list[Problem] = []
+        tiers = {t.name: t for t in self.storage}
+        objects = sorted(n for n, t in tiers.items() if t.kind == "object" and t.endpoint)
+        if store is not None and store.tier is not None:
+            tier = tiers.get(store.tier)
+            if tier is None or tier.kind != "object" or not tier.endpoint:
+                problems.append(
+                    Problem(
+                        "object_store.tier",
+                        store.tier,
+                        "is not an object tier with an endpoint of this site;"
+                        f" allowed: {', '.join(objects) or '(none defined)'}",
+                    )
+                )
+        if store is not None and store.jurisdiction is not None and store.jurisdiction != self.jurisdiction:
+            where = store.endpoint or f"tier {store.tier}"
+            problems.append(
+                Problem(
+                    "object_store.jurisdiction",
+                    store.jurisdiction,
+                    f"site {self.name}'s state and artifacts stay in its jurisdiction {self.jurisdiction};"
+                    f" {where} is in {store.jurisdiction}; allowed: {self.jurisdiction!r}",
+                )
+            )
+        if any(t.buckets for t in self.tenants):
+            for i, t in enumerate(self.tenants):
+                for b in t.buckets:
+                    full = tenant_bucket(self.name, t.name, b)
+                    if len(full) > 63:
+                        problems.append(
+                            Problem(
+                                f"tenants[{i}].buckets",
+                                b,
+                                f"the bucket's name on the endpoint, {full!r}, has {len(full)} characters;"
+                                " allowed: at most 63 (shorten the site, tenant or bucket name)",
+                            )
+                        )
+        return problems
+
+    def store(self) -> StoreTarget | None:
+        """The resolved object store: the spec's `object_store`, else the site's only object tier; None if none."""
+        spec = self.object_store
+        if spec is None:
+            objects = [t for t in self.storage if t.kind == "object" and t.endpoint]
+            if len(objects) != 1:
+                return None
+            spec = ObjectStore(tier=objects[0].name)
+        if spec.tier is not None:
+            endpoint = next(t.endpoint for t in self.storage if t.name == spec.tier)
+            assert endpoint is not None
+        else:
+            assert spec.endpoint is not None
+            endpoint = spec.endpoint
+        return StoreTarget(
+            endpoint=endpoint.rstrip("/"),
+            jurisdiction=spec.jurisdiction or self.jurisdiction,
+            region=spec.region,
+            state_bucket=spec.state_bucket or f"{self.name}-state",
+            artifacts_bucket=spec.artifacts_bucket or f"{self.name}-artifacts",
+            spec=spec,
+        )
+
     def fabric(self, name: str) -> Fabric:
         return next(f for f in self.fabrics if f.name == name)
 
@@ -606,3 +755,8 @@ class Site(_Spec):
 
     def hall(self, name: str) -> Hall:
         return next(h for h in self.halls if h.name == name)
+
+
+def tenant_bucket(site: str, tenant: str, bucket: str) -> str:
+    """A tenant bucket's name on the endpoint: S3 bucket names are global there, so site and tenant prefix it."""
+    return f"{site}-{tenant}-{bucket}"
