@@ -14,6 +14,7 @@ import yaml
 from fjord.platform import ClusterPlatform, build_platform, kubernetes_clusters, object_key
 from fjord.platform.build import GPU_OPERATOR_IMAGES, NETWORK_OPERATOR_IMAGES
 from fjord.sizing.site import size_site
+from fjord.sizing.storage import tier_offers
 from fjord.spec.errors import SiteError
 from fjord.spec.load import load_site
 from fjord.spec.models import Site
@@ -298,6 +299,14 @@ def test_storage_classes_per_tier() -> None:
     p = platforms(stack_site("narvik"))["gb200-a"]
     classes = {c["metadata"]["name"]: c["provisioner"] for c in by_kind(p, "StorageClass")}
     assert classes == {"lustre": "nfs.csi.k8s.io", "block": "rbd.csi.ceph.com"}  # objects: S3, no class
+    # The one default class is the one the Storage component offers as default (the first block tier).
+    defaults = [
+        c["metadata"]["name"]
+        for c in by_kind(p, "StorageClass")
+        if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+    ]
+    offers = [o for o in tier_offers(load_site(stack_site("narvik")).storage) if o.default]
+    assert defaults == [o.storage_class for o in offers] == ["block"]
 
 
 def test_rdma_on_infiniband_and_spectrum_x() -> None:

@@ -26,6 +26,7 @@ from fjord.platform.charts import (
     mirror,
 )
 from fjord.sizing.site import ClusterSize
+from fjord.sizing.storage import tier_offers
 from fjord.spec.errors import Problem, SiteError
 from fjord.spec.models import AirGap, Cluster, Site
 from fjord.spec.ownership import host_vars, operator_manages
@@ -306,23 +307,28 @@ def nic_cluster_policy(site: Site, cluster: Cluster, nodes: int, air_gap: AirGap
 
 
 def storage_classes(site: Site) -> list[Obj]:
-    """A StorageClass per file or block tier of the site."""
+    """A StorageClass per file or block tier the site offers (`fjord.sizing.storage`, also the Storage output)."""
+    tiers = {t.name: t for t in site.storage}
     classes: list[Obj] = []
-    for tier in site.storage:
-        provisioner = STORAGE_PROVISIONERS.get(tier.kind)
-        if provisioner is None:
+    for offer in tier_offers(site.storage):
+        provisioner = STORAGE_PROVISIONERS.get(offer.kind)
+        if provisioner is None or offer.storage_class is None:
             continue
+        tier = tiers[offer.name]
         host = urlparse(tier.endpoint).hostname if tier.endpoint else None
         params = (
             {"server": host or f"{tier.name}.storage.{site.name}", "share": f"/{tier.name}"}
             if tier.kind == "parallel-fs"
             else {"clusterID": site.name, "pool": tier.name, "imageFeatures": "layering"}
         )
+        meta = _meta(offer.storage_class, labels={"fjord.io/storage-kind": tier.kind})
+        if offer.default:
+            meta["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
         classes.append(
             {
                 "apiVersion": "storage.k8s.io/v1",
                 "kind": "StorageClass",
-                "metadata": _meta(tier.name, labels={"fjord.io/storage-kind": tier.kind}),
+                "metadata": meta,
                 "provisioner": provisioner,
                 "parameters": params,
                 "reclaimPolicy": "Retain",
