@@ -33,10 +33,10 @@ ansible_facts:
   type: dict
 """
 
-import os
-import re
+import os  # noqa: E402 (Ansible modules put their documentation first)
+import re  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 NVIDIA = "0x10de"
 MELLANOX = "0x15b3"
