@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.tree import Tree
 
+from fjord.cli.configure import configure
 from fjord.plan.runner import MAX_RESOURCES_PER_STACK, PlanError, StackPlan, plan_stacks
 from fjord.sizing.site import SiteSize, size_site
 from fjord.spec.errors import SiteError
@@ -319,6 +320,9 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
     """List the stacks in the stacks folder."""
     for name in list_stacks(stacks_dir(stacks_dir_)):
         out.print(name, highlight=False)
+
+
+app.command()(configure)
 
 
 def main() -> None:
