@@ -21,7 +21,7 @@ author: fjord contributors
 """
 
 EXAMPLES = r"""
-- name: Facts | Count GPUs, NVSwitches and NICs
+- name: Fjord facts | Count GPUs, NVSwitches and NICs
   fjord_host_facts:
 """
 
