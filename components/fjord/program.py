@@ -28,7 +28,10 @@ def main() -> Site:
         size = size_site(spec)
     except SiteError as exc:
         raise SiteError(exc.problems, f"stack {stack}") from None
-    site = Site(spec.name, SiteArgs(spec=spec, size=size))
+    # fjord:configureHosts false leaves the hosts alone (no HostConfig resources).
+    site = Site(
+        spec.name, SiteArgs(spec=spec, size=size, configure_hosts=config.get_bool("configureHosts") is not False)
+    )
     pulumi.export("site", spec.name)
     pulumi.export("summary", site.summary)
     pulumi.export("inventory", site.inventory)

@@ -13,7 +13,10 @@ from typing import Any
 import pulumi
 
 from fjord.components._outputs import plain
+from fjord.hosts.inventory import unit_group, unit_inventory
+from fjord.providers.playbook import HostConfig, HostConfigArgs
 from fjord.sizing.site import ClusterSize, ScalableUnitSize
+from fjord.spec.models import Site as SiteSpec
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,20 @@ class ScalableUnit(pulumi.ComponentResource):
 
 
 @dataclass(frozen=True)
+class HostsArgs:
+    """Host configuration: one HostConfig per scalable unit runs `playbook` on the unit's hosts."""
+
+    site: SiteSpec
+    playbook: str = "site.yml"
+    playbooks_digest: str = ""
+
+
+@dataclass(frozen=True)
 class GpuClusterArgs:
     cluster: ClusterSize
     """The sized cluster: SKU, node and unit counts, racks, compute fabric and its scalable units."""
+    hosts: HostsArgs | None = None
+    """Configure the nodes with Ansible (one HostConfig resource per scalable unit); None = leave them."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -79,6 +93,10 @@ class GpuCluster(pulumi.ComponentResource):
         self.units = [
             ScalableUnit(f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku), child) for u in c.units
         ]
+        if args.hosts is not None:
+            # Beside their unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook.
+            for u in c.units:
+                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self)
         self.gpus = plain(c.gpus)
         self.nodes = plain(c.nodes)
         self.scalable_units = plain(c.scalable_units)
@@ -95,3 +113,26 @@ class GpuCluster(pulumi.ComponentResource):
                 "compute_fabric": c.fabric.name,
             }
         )
+
+
+def _host_config(name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pulumi.Resource) -> HostConfig:
+    spec, sw = hosts.site, hosts.site.software
+    cluster = next(c for c in spec.clusters if c.name == unit.cluster)
+    versions = {
+        "os": sw.os,
+        "driver_branch": sw.driver_branch,
+        "driver_source": sw.driver_source,
+        "cuda": sw.cuda,
+        "kubernetes": sw.kubernetes,
+        "driver_owner": cluster.gpu_stack.driver,
+        "container_toolkit_owner": cluster.gpu_stack.container_toolkit,
+    }
+    args = HostConfigArgs(
+        site=spec.name,
+        group=unit_group(unit),
+        inventory=unit_inventory(spec, unit),
+        versions=versions,
+        playbook=hosts.playbook,
+        playbooks_digest=hosts.playbooks_digest,
+    )
+    return HostConfig(name, args, pulumi.ResourceOptions(parent=parent))

@@ -8,9 +8,10 @@ from typing import Any
 import pulumi
 
 from fjord.components._outputs import plain
-from fjord.components.gpu_cluster import GpuCluster, GpuClusterArgs
+from fjord.components.gpu_cluster import GpuCluster, GpuClusterArgs, HostsArgs
 from fjord.components.network import Network, NetworkArgs
 from fjord.components.storage import Storage, StorageArgs
+from fjord.providers.playbook import playbooks_digest
 from fjord.sizing.site import SiteSize
 from fjord.spec.models import Site as SiteSpec
 
@@ -21,6 +22,8 @@ class SiteArgs:
     """The validated site description."""
     size: SiteSize
     """The site as sized by `fjord.sizing.size_site(spec)`; components register exactly this."""
+    configure_hosts: bool = True
+    """Run site.yml on every scalable unit's hosts (HostConfig) when their inputs change."""
 
 
 class Site(pulumi.ComponentResource):
@@ -38,7 +41,8 @@ class Site(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.network = Network(f"{name}-network", NetworkArgs(size.fabrics, size.pools), child)
         self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
-        self.clusters = {c.name: GpuCluster(f"{name}-{c.name}", GpuClusterArgs(c), child) for c in size.clusters}
+        hosts = HostsArgs(args.spec, playbooks_digest=playbooks_digest()) if args.configure_hosts else None
+        self.clusters = {c.name: GpuCluster(f"{name}-{c.name}", GpuClusterArgs(c, hosts), child) for c in size.clusters}
         self.summary = plain(size.totals())
         self.inventory = plain([n.inventory_record() for n in size.hosts()])
         # The inventory is registered once per scalable unit and exported once by the stack; registering

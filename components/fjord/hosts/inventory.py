@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,43 +143,70 @@ def build_inventory(
     formatted; `host_vars` adds per-host variables (e.g. connection settings) over the generated ones."""
     wanted = {w for w in only if w}
     _check_targets(site, size, wanted)
-    specs = {c.name: c for c in site.clusters}
-    extra = host_vars or {}
     site_group = group_name("site", site.name)
-    children: dict[str, Any] = {}
-    site_children: dict[str, Any] = {}
-    names: list[str] = []
+    doc = _Doc(site, host_vars or {})
     for c in size.clusters:
         cg, hg = group_name("cluster", c.name), group_name("hall", c.hall)
         for u in c.units:
-            ug = unit_group(u)
-            whole = not wanted or bool({site_group, hg, cg, ug} & wanted)
-            prefix = u.first_node[:-3]
-            if (
-                not whole
-                and not any(w.startswith(prefix) for w in wanted)
-                and not any(group_name("rack", r) in wanted for r in u.racks)
+            whole = not wanted or bool({site_group, hg, cg, unit_group(u)} & wanted)
+            if whole:
+                doc.add_unit(u)
+            elif any(w.startswith(u.first_node[:-3]) for w in wanted) or any(
+                group_name("rack", r) in wanted for r in u.racks
             ):
+                doc.add_unit(u, keep=lambda name, rack: rack in wanted or name in wanted)
+    return doc.inventory()
+
+
+def unit_inventory(
+    site: Site, unit: ScalableUnitSize, host_vars: Mapping[str, Mapping[str, Any]] | None = None
+) -> Inventory:
+    """The inventory of one scalable unit (what its host configuration resource runs on)."""
+    doc = _Doc(site, host_vars or {})
+    doc.add_unit(unit)
+    return doc.inventory()
+
+
+class _Doc:
+    """An inventory document being built unit by unit."""
+
+    def __init__(self, site: Site, host_vars: Mapping[str, Mapping[str, Any]]) -> None:
+        self.site = site
+        self.extra = host_vars
+        self.specs = {c.name: c for c in site.clusters}
+        self.children: dict[str, Any] = {}
+        self.site_children: dict[str, Any] = {}
+        self.names: list[str] = []
+
+    def add_unit(self, u: ScalableUnitSize, keep: Callable[[str, str], bool] | None = None) -> None:
+        children = self.children
+        cluster = self.specs[u.cluster]
+        cg, hg, ug = group_name("cluster", u.cluster), group_name("hall", cluster.hall), unit_group(u)
+        unit_hosts: dict[str, Any] = {}
+        for node in u.nodes():
+            rg = group_name("rack", node.rack)
+            if keep is not None and not keep(node.name, rg):
                 continue
-            unit_hosts: dict[str, Any] = {}
-            for node in u.nodes():
-                rg = group_name("rack", node.rack)
-                if not whole and rg not in wanted and node.name not in wanted:
-                    continue
-                record: dict[str, Any] = {"ansible_host": node.management, "fjord_node_role": node.role}
-                record.update(extra.get(node.name, {}))
-                unit_hosts[node.name] = record
-                children.setdefault(rg, {"vars": {"fjord_rack": node.rack}, "hosts": {}})["hosts"][node.name] = None
-                names.append(node.name)
-            if not unit_hosts:
-                continue
-            if cg not in children:
-                children[cg] = {"vars": cluster_vars(site, specs[c.name]), "children": {}}
-                children.setdefault(hg, {"vars": {"fjord_hall": c.hall}, "children": {}})["children"][cg] = None
-                site_children[hg] = None
-            children[cg]["children"][ug] = None
-            children[ug] = {"vars": {"fjord_scalable_unit": u.index}, "hosts": unit_hosts}
-    children[site_group] = {"vars": site_vars(site), "children": site_children}
-    return Inventory(
-        site=site.name, data={"all": {"children": children}}, hosts=tuple(names), groups=tuple(sorted(children))
-    )
+            record: dict[str, Any] = {"ansible_host": node.management, "fjord_node_role": node.role}
+            record.update(self.extra.get(node.name, {}))
+            unit_hosts[node.name] = record
+            children.setdefault(rg, {"vars": {"fjord_rack": node.rack}, "hosts": {}})["hosts"][node.name] = None
+            self.names.append(node.name)
+        if not unit_hosts:
+            return
+        if cg not in children:
+            children[cg] = {"vars": cluster_vars(self.site, cluster), "children": {}}
+            children.setdefault(hg, {"vars": {"fjord_hall": cluster.hall}, "children": {}})["children"][cg] = None
+            self.site_children[hg] = None
+        children[cg]["children"][ug] = None
+        children[ug] = {"vars": {"fjord_scalable_unit": u.index}, "hosts": unit_hosts}
+
+    def inventory(self) -> Inventory:
+        children = dict(self.children)
+        children[group_name("site", self.site.name)] = {"vars": site_vars(self.site), "children": self.site_children}
+        return Inventory(
+            site=self.site.name,
+            data={"all": {"children": children}},
+            hosts=tuple(self.names),
+            groups=tuple(sorted(children)),
+        )
