@@ -43,7 +43,6 @@ CONTRACT_VARS = {
     "gpu_validate_hbm_min_fraction",
     "gpu_validate_bf16_peak_tflops",
     "gpu_validate_hbm_peak_tbps",
-    "gpu_validate_report_dir",
     "fjord_upgrade_batch_percent",
     "fjord_upgrade_max_fail_percentage",
     "fjord_gpu_sku",

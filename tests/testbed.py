@@ -265,6 +265,27 @@ class Testbed:
             for h in self.hosts
         }
 
+    def prepare(self, host: Host) -> None:
+        """A fresh upper layer: the image as debootstrap left it, plus root's key and policy-rc.d."""
+        for part in ("upper", "work"):
+            shutil.rmtree(self.state / host.name / part, ignore_errors=True)
+        (host.upper / "root/.ssh").mkdir(parents=True, mode=0o700)
+        (host.upper / "root").chmod(0o700)
+        auth = host.upper / "root/.ssh/authorized_keys"
+        auth.write_text(Path(f"{self.key}.pub").read_text(), encoding="utf-8")
+        auth.chmod(0o600)
+        # As in container images: package scripts do not start daemons; the roles start what they manage.
+        policy = host.upper / "usr/sbin/policy-rc.d"
+        policy.parent.mkdir(parents=True)
+        policy.write_text("#!/bin/sh\nexit 101\n", encoding="utf-8")
+        policy.chmod(0o755)
+
+    def reset(self, host: Host) -> None:
+        """Power off, throw away everything the host wrote, boot again: a freshly installed host."""
+        self.stop(host)
+        self.prepare(host)
+        self.start(host)
+
     def start(self, host: Host) -> None:
         """Boot (or reboot) a host: its namespaces, overlay, /proc, /dev, /run, then sshd; wait for SSH."""
         if host.alive:
@@ -320,8 +341,8 @@ exec setpriv --bounding-set -sys_time,-sys_module,-sys_boot chroot $R /bin/sh -c
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if host.proc.poll() is not None:
-                log = (self.state / host.name / "init.log").read_text(errors="replace")
-                raise RuntimeError(f"host {host.name} did not boot: {log[-2000:]}")
+                tail = (self.state / host.name / "init.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"host {host.name} did not boot: {tail}")
             if self.ssh(host, "true", check=False).returncode == 0:
                 return
             time.sleep(0.2)
@@ -436,19 +457,10 @@ def testbed(names: list[str]) -> Iterator[Testbed]:
                 _run("ip", "-n", ns, "link", "set", "eth0", "up")
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
                 upper = STATE / name / "upper"
-                (upper / "root/.ssh").mkdir(parents=True, mode=0o700)
-                (upper / "root").chmod(0o700)
-                auth = upper / "root/.ssh/authorized_keys"
-                auth.write_text(Path(f"{key}.pub").read_text(), encoding="utf-8")
-                auth.chmod(0o600)
-                # As in container images: package scripts do not start daemons; the roles start what they manage.
-                policy = upper / "usr/sbin/policy-rc.d"
-                policy.parent.mkdir(parents=True)
-                policy.write_text("#!/bin/sh\nexit 101\n", encoding="utf-8")
-                policy.chmod(0o755)
                 hosts.append(Host(name, address, ns, veth, upper))
             bed = Testbed(hosts, key, url, STATE, rootfs, server)
             for h in hosts:
+                bed.prepare(h)
                 bed.start(h)
             yield bed
         finally:
@@ -469,7 +481,14 @@ def main(argv: list[str]) -> int:
         print(f"ready in {time.monotonic() - t:.1f} s")
         return 0
     if argv[:1] == ["cleanup"]:
-        cleanup_leftovers()
+        LOCK.parent.mkdir(parents=True, exist_ok=True)
+        with open(LOCK, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print("a testbed is running (lock held); nothing removed", file=sys.stderr)
+                return 1
+            cleanup_leftovers()
         return 0
     print("usage: testbed.py prepare|cleanup", file=sys.stderr)
     return 2

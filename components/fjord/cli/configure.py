@@ -16,9 +16,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, ProgressEvent, default_playbooks_dir, run_playbook
-from fjord.hosts.inventory import UnknownTarget, build_inventory
+from fjord.hosts.inventory import UnknownTarget, build_inventory, upgrade_vars
 
 EXIT_HOSTS_FAILED = 3
+UPGRADE_PLAYBOOK = "upgrade-gpu-stack.yml"
 TABLE_ROWS = 50
 """Above this many hosts the table shows only hosts that changed, failed or were unreachable."""
 
@@ -83,6 +84,14 @@ def configure(
         known = ", ".join(sorted(p.name for p in folder.glob("*.yml"))) or "(none)"
         raise _reject(str(folder), [f"--playbook: {playbook!r} not found; allowed: {known}"])
 
+    extra_vars: dict[str, Any] = {}
+    if playbook == UPGRADE_PLAYBOOK:
+        clusters = {c.name for c in site.clusters if f"cluster_{c.name.replace('-', '_')}" in inventory.groups}
+        try:
+            extra_vars = upgrade_vars(site, clusters)
+        except ValueError as exc:
+            raise _reject(source, [f"--playbook {playbook}: {exc}"]) from None
+
     counts: Counter[str] = Counter()
     with Progress(
         SpinnerColumn(),
@@ -112,6 +121,7 @@ def configure(
             tags=_split(tags),
             skip_tags=_split(skip_tags),
             check=check,
+            extra_vars=extra_vars,
             settings=AnsibleSettings(forks=forks),
             on_event=on_event,
         )

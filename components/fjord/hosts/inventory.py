@@ -27,9 +27,6 @@ from fjord.sizing.site import ScalableUnitSize, SiteSize
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH
 from fjord.spec.models import Cluster, Site
 
-GPU_VALIDATE_REPORT_DIR = "/var/lib/fjord/gpu-validate"
-"""Where each node's `gpu_validate` JSON report is written."""
-
 _INVALID = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -37,6 +34,19 @@ def group_name(kind: str, *parts: str | int) -> str:
     """An Ansible group name: `kind_part_part`, integers as three digits, anything but [A-Za-z0-9_] as `_`."""
     words = [kind, *(f"{p:03d}" if isinstance(p, int) else p for p in parts)]
     return _INVALID.sub("_", "_".join(words))
+
+
+def upgrade_vars(site: Site, clusters: Iterable[str]) -> dict[str, Any]:
+    """Extra vars for upgrade-gpu-stack.yml, whose `serial`/`max_fail_percentage` are set before any host's
+    variables exist: the one upgrade policy of the clusters given. Raises ValueError when they differ."""
+    policies = {(c.upgrade.batch_percent, c.upgrade.max_fail_percentage) for c in site.clusters if c.name in clusters}
+    if len(policies) != 1:
+        raise ValueError(
+            "the clusters in the limit have different upgrade policies (batch_percent, max_fail_percentage): "
+            f"{sorted(policies)}; allowed: a --limit within one cluster"
+        )
+    ((batch, max_fail),) = policies
+    return {"fjord_upgrade_batch_percent": batch, "fjord_upgrade_max_fail_percentage": max_fail}
 
 
 def unit_group(unit: ScalableUnitSize) -> str:
@@ -54,7 +64,6 @@ def site_vars(site: Site) -> dict[str, Any]:
         "nvidia_driver_source": sw.driver_source,
         "cuda_toolkit_version": sw.cuda,
         "k8s_node_version": sw.kubernetes,
-        "gpu_validate_report_dir": GPU_VALIDATE_REPORT_DIR,
         # The catalog's CUDA rule, so that preflight checks the same thing the spec does.
         "fjord_cuda_min_driver_branch": dict(CUDA_MIN_DRIVER_BRANCH),
     }
