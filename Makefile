@@ -27,6 +27,8 @@ lint: install
 	$(BIN)/mypy --strict bench
 	$(BIN)/lint-imports
 	$(BIN)/yamllint --strict stacks Pulumi.yaml components/fjord/spec/default_site.yaml
+	$(BIN)/yamllint --strict playbooks .ansible-lint
+	$(BIN)/ansible-lint --profile production --offline playbooks
 
 ## test: install, lint, then the whole test suite (the Quick start's second command; CI runs it)
 test: lint

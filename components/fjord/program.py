@@ -31,7 +31,16 @@ def main() -> Site:
     # The BMC password is a Pulumi secret. Unset, the bare-metal resources still plan, and the provider's
     # check fails the preview with a line saying how to set it.
     password = config.get_secret("bmcPassword") or pulumi.Output.secret("")
-    site = Site(spec.name, SiteArgs(spec=spec, size=size, bmc_password=password))
+    # fjord:configureHosts false leaves the hosts alone (no HostConfig resources).
+    site = Site(
+        spec.name,
+        SiteArgs(
+            spec=spec,
+            size=size,
+            bmc_password=password,
+            configure_hosts=config.get_bool("configureHosts") is not False,
+        ),
+    )
     pulumi.export("site", spec.name)
     pulumi.export("summary", site.summary)
     pulumi.export("inventory", site.inventory)

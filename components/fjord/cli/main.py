@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.tree import Tree
 
+from fjord.cli.configure import configure
 from fjord.plan.runner import MAX_RESOURCES_PER_STACK, PlanError, StackPlan, plan_stacks
 from fjord.sizing.site import SiteSize, size_site
 from fjord.spec.errors import SiteError
@@ -326,6 +327,7 @@ from fjord.cli import artifacts, bmc, state  # noqa: E402
 from fjord.cli.render import render  # noqa: E402
 
 app.command()(render)
+app.command()(configure)
 app.add_typer(bmc.app, name="bmc")
 app.add_typer(state.app, name="state")
 app.add_typer(artifacts.app, name="artifacts")

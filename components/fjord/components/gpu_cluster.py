@@ -15,11 +15,14 @@ import pulumi
 
 from fjord.components._outputs import plain
 from fjord.components.platform import Platform, PlatformArgs
+from fjord.hosts.inventory import unit_group, unit_inventory
 from fjord.platform import ClusterPlatform
 from fjord.providers.baremetal import NodePool, unit_props
+from fjord.providers.playbook import HostConfig, HostConfigArgs
 from fjord.sizing.bmc import bmc_endpoints
 from fjord.sizing.site import ClusterSize, ScalableUnitSize
 from fjord.spec.models import Bmc
+from fjord.spec.models import Site as SiteSpec
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,15 @@ class ScalableUnit(pulumi.ComponentResource):
 
 
 @dataclass(frozen=True)
+class HostsArgs:
+    """Host configuration: one HostConfig per scalable unit runs `playbook` on the unit's hosts."""
+
+    site: SiteSpec
+    playbook: str = "site.yml"
+    playbooks_digest: str = ""
+
+
+@dataclass(frozen=True)
 class GpuClusterArgs:
     cluster: ClusterSize
     """The sized cluster: SKU, node and unit counts, racks, compute fabric and its scalable units."""
@@ -90,6 +102,8 @@ class GpuClusterArgs:
     """The Kubernetes GPU platform to register on the cluster (Kubernetes clusters only)."""
     bare_metal: BareMetalArgs | None = None
     """The bare-metal layer for every scalable unit of the cluster (None: not managed here)."""
+    hosts: HostsArgs | None = None
+    """Configure the nodes with Ansible (one HostConfig resource per scalable unit); None = leave them."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -114,6 +128,10 @@ class GpuCluster(pulumi.ComponentResource):
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform), child) if args.platform is not None else None
         )
+        if args.hosts is not None:
+            # Beside their unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook.
+            for u in c.units:
+                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self)
         self.gpus = plain(c.gpus)
         self.nodes = plain(c.nodes)
         self.scalable_units = plain(c.scalable_units)
@@ -130,3 +148,26 @@ class GpuCluster(pulumi.ComponentResource):
                 "compute_fabric": c.fabric.name,
             }
         )
+
+
+def _host_config(name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pulumi.Resource) -> HostConfig:
+    spec, sw = hosts.site, hosts.site.software
+    cluster = next(c for c in spec.clusters if c.name == unit.cluster)
+    versions = {
+        "os": sw.os,
+        "driver_branch": sw.driver_branch,
+        "driver_source": sw.driver_source,
+        "cuda": sw.cuda,
+        "kubernetes": sw.kubernetes,
+        "driver_owner": cluster.gpu_stack.driver,
+        "container_toolkit_owner": cluster.gpu_stack.container_toolkit,
+    }
+    args = HostConfigArgs(
+        site=spec.name,
+        group=unit_group(unit),
+        inventory=unit_inventory(spec, unit),
+        versions=versions,
+        playbook=hosts.playbook,
+        playbooks_digest=hosts.playbooks_digest,
+    )
+    return HostConfig(name, args, pulumi.ResourceOptions(parent=parent))

@@ -8,10 +8,11 @@ from typing import Any
 import pulumi
 
 from fjord.components._outputs import plain
-from fjord.components.gpu_cluster import BareMetalArgs, GpuCluster, GpuClusterArgs
+from fjord.components.gpu_cluster import BareMetalArgs, GpuCluster, GpuClusterArgs, HostsArgs
 from fjord.components.network import Network, NetworkArgs
 from fjord.components.storage import Storage, StorageArgs
 from fjord.platform import build_platform
+from fjord.providers.playbook import playbooks_digest
 from fjord.sizing.site import SiteSize
 from fjord.spec.models import Site as SiteSpec
 
@@ -24,6 +25,8 @@ class SiteArgs:
     """The site as sized by `fjord.sizing.size_site(spec)`; components register exactly this."""
     bmc_password: pulumi.Input[str] | None = None
     """The BMC password (Pulumi secret `fjord:bmcPassword`); None registers no bare-metal layer."""
+    configure_hosts: bool = True
+    """Run site.yml on every scalable unit's hosts (HostConfig) when their inputs change."""
 
 
 class Site(pulumi.ComponentResource):
@@ -46,10 +49,11 @@ class Site(pulumi.ComponentResource):
         self.network = Network(f"{name}-network", NetworkArgs(size.fabrics, size.pools), child)
         self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
         bare_metal = None if args.bmc_password is None else BareMetalArgs(args.spec.bmc, args.bmc_password)
+        hosts = HostsArgs(args.spec, playbooks_digest=playbooks_digest()) if args.configure_hosts else None
         self.clusters = {
             c.name: GpuCluster(
                 f"{name}-{c.name}",
-                GpuClusterArgs(c, platform=platforms.get(c.name), bare_metal=bare_metal),
+                GpuClusterArgs(c, platform=platforms.get(c.name), bare_metal=bare_metal, hosts=hosts),
                 child,
             )
             for c in size.clusters

@@ -1,0 +1,194 @@
+"""`fjord configure <stack>`: run a playbook on the site's hosts, inventory generated from the site model.
+
+Exit codes: 0 every host ok; 1 the stack or a `--limit` name was rejected; 3 a host failed or was unreachable
+(named on stderr with its failed tasks), or the play crashed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, ProgressEvent, default_playbooks_dir, run_playbook
+from fjord.hosts.inventory import UnknownTarget, build_inventory, upgrade_vars
+
+EXIT_HOSTS_FAILED = 3
+UPGRADE_PLAYBOOK = "upgrade-gpu-stack.yml"
+TABLE_ROWS = 50
+"""Above this many hosts the table shows only hosts that changed, failed or were unreachable."""
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def configure(
+    stack: Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")],
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit",
+            "-l",
+            help="Only these groups or hosts (repeat or comma-separate): site_<site>, hall_<hall>, cluster_<cluster>,"
+            " su_<cluster>_<NNN>, rack_<hall>_r<NNNN> or a host name. Only they are put in the inventory.",
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Dry run: report what would change (Ansible --check).")
+    ] = False,
+    tags: Annotated[list[str] | None, typer.Option("--tags", "-t", help="Only tasks with these tags.")] = None,
+    skip_tags: Annotated[list[str] | None, typer.Option("--skip-tags", help="Skip tasks with these tags.")] = None,
+    playbook: Annotated[
+        str, typer.Option("--playbook", "-p", help="Playbook under the playbooks folder.")
+    ] = "site.yml",
+    playbooks_dir: Annotated[
+        Path | None, typer.Option("--playbooks-dir", help="Folder of playbooks (default: the project's playbooks/).")
+    ] = None,
+    host_vars: Annotated[
+        Path | None,
+        typer.Option("--host-vars", help="JSON file {host: {var: value}} merged over the generated host variables."),
+    ] = None,
+    forks: Annotated[int, typer.Option("--forks", min=1, help="Hosts worked on at once.")] = 50,
+    stacks_dir_: Annotated[
+        Path | None,
+        typer.Option(
+            "--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print per-host results as JSON instead of a table.")] = False,
+) -> None:
+    """Configure the site's hosts with Ansible (site.yml by default), with a per-host summary."""
+    from fjord.cli.main import _load, _reject, err, out
+
+    site, size, source = _load(stack, stacks_dir_)
+    extra: dict[str, Any] = {}
+    if host_vars is not None:
+        try:
+            extra = json.loads(host_vars.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _reject(
+                str(host_vars), [f"--host-vars: cannot read a JSON object of host variables: {exc}"]
+            ) from None
+    try:
+        inventory = build_inventory(site, size, _split(limit), host_vars=extra)
+    except UnknownTarget as exc:
+        raise _reject(source, [f"--limit: {exc}"]) from None
+    folder = playbooks_dir or default_playbooks_dir()
+    if not (folder / playbook).is_file():
+        known = ", ".join(sorted(p.name for p in folder.glob("*.yml"))) or "(none)"
+        raise _reject(str(folder), [f"--playbook: {playbook!r} not found; allowed: {known}"])
+
+    extra_vars: dict[str, Any] = {}
+    if playbook == UPGRADE_PLAYBOOK:
+        clusters = {c.name for c in site.clusters if f"cluster_{c.name.replace('-', '_')}" in inventory.groups}
+        try:
+            extra_vars = upgrade_vars(site, clusters)
+        except ValueError as exc:
+            raise _reject(source, [f"--playbook {playbook}: {exc}"]) from None
+
+    counts: Counter[str] = Counter()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json or not err.is_terminal,
+    ) as progress:
+        bar = progress.add_task(playbook, total=None, counts="")
+
+        def on_event(event: ProgressEvent) -> None:
+            if event.kind in ("play", "task"):
+                progress.update(bar, description=f"{playbook}: {event.task or event.play}"[:70])
+                return
+            counts[event.kind] += 1
+            text = " ".join(f"{k} {counts[k]}" for k in ("ok", "changed", "failed", "unreachable", "skipped"))
+            progress.update(bar, counts=text)
+
+        result = run_playbook(
+            playbook,
+            inventory.data,
+            site=site.name,
+            playbooks_dir=folder,
+            tags=_split(tags),
+            skip_tags=_split(skip_tags),
+            check=check,
+            extra_vars=extra_vars,
+            settings=AnsibleSettings(forks=forks),
+            on_event=on_event,
+        )
+    _report(result, len(inventory.hosts), as_json)
+    if result.crashed:
+        err.print(f"[red]error[/red]: {playbook} crashed: {result.error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_HOSTS_FAILED)
+    bad = result.failed_hosts + result.unreachable_hosts
+    if bad:
+        for host in bad:
+            r = result.hosts[host]
+            what = "; ".join(f"{f.task}: {f.message}" for f in r.failures) or r.status
+            err.print(f"[red]{r.status}[/red]: {host}: {what}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]error[/red]: {len(result.failed_hosts)} failed, {len(result.unreachable_hosts)} unreachable of"
+            f" {len(inventory.hosts)} hosts",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_HOSTS_FAILED)
+    out.print(
+        f"[green]ok[/green] {playbook} on {len(result.hosts)} hosts of {site.name}"
+        f"{' (check mode)' if check else ''} in {result.elapsed_s:.1f} s, {result.changed} changes",
+        highlight=False,
+    )
+
+
+def _report(result: PlaybookResult, hosts: int, as_json: bool) -> None:
+    from fjord.cli.main import out
+
+    if as_json:
+        doc = {
+            "playbook": result.playbook,
+            "status": result.status,
+            "crashed": result.crashed,
+            "elapsed_s": round(result.elapsed_s, 2),
+            "hosts": {
+                h: {
+                    "status": r.status,
+                    "ok": r.ok,
+                    "changed": r.changed,
+                    "failed": r.failed,
+                    "unreachable": r.unreachable,
+                    "skipped": r.skipped,
+                    "failures": [{"task": f.task, "message": f.message} for f in r.failures],
+                }
+                for h, r in result.hosts.items()
+            },
+        }
+        out.print_json(data=doc)
+        return
+    rows = list(result.hosts.values())
+    if len(rows) > TABLE_ROWS:
+        rows = [r for r in rows if r.status != "ok"]
+    table = Table(title=f"{result.playbook}: {hosts} hosts", title_justify="left", header_style="bold")
+    for col in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped", "failed tasks"):
+        table.add_column(col, justify="left" if col in ("host", "status", "failed tasks") else "right")
+    style = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
+    for r in rows:
+        table.add_row(
+            r.host,
+            f"[{style[r.status]}]{r.status}[/]",
+            str(r.ok),
+            str(r.changed),
+            str(r.failed),
+            str(r.unreachable),
+            str(r.skipped),
+            "; ".join(f.task for f in r.failures),
+        )
+    if rows:
+        out.print(table)

@@ -1,0 +1,222 @@
+"""The Ansible inventory of a site, generated from the site model and its sizing.
+
+Groups (Ansible allows letters, digits and `_` in group names, so `-` becomes `_`):
+- `site_<site>`: every host; its vars are the site-wide software baseline;
+- `hall_<hall>` > `cluster_<cluster>` > `su_<cluster>_<NNN>`: the cluster's vars (who owns the driver and the
+  toolkit, SKU, validation thresholds, upgrade batches) live on the cluster group, `fjord_scalable_unit` on
+  the unit's;
+- `rack_<hall>_rNNNN`: the hosts of one rack (a rack may hold nodes of two scalable units), `fjord_rack`.
+Hosts carry only what differs per host: `ansible_host` (the management address) and `fjord_node_role`.
+The variables are the interface to the roles under `playbooks/` (see the README, "Host configuration").
+
+The inventory is a JSON document in the format of Ansible's `yaml` inventory plugin (which reads `.json`
+files with the fast JSON parser). Narvik's 25,200 hosts take well under a second; `only` restricts it to some
+groups or hosts before anything is formatted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fjord.sizing.site import ScalableUnitSize, SiteSize
+from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH
+from fjord.spec.models import Cluster, Site
+from fjord.spec.ownership import host_vars
+
+_INVALID = re.compile(r"[^A-Za-z0-9_]")
+
+
+def group_name(kind: str, *parts: str | int) -> str:
+    """An Ansible group name: `kind_part_part`, integers as three digits, anything but [A-Za-z0-9_] as `_`."""
+    words = [kind, *(f"{p:03d}" if isinstance(p, int) else p for p in parts)]
+    return _INVALID.sub("_", "_".join(words))
+
+
+def upgrade_vars(site: Site, clusters: Iterable[str]) -> dict[str, Any]:
+    """Extra vars for upgrade-gpu-stack.yml, whose `serial`/`max_fail_percentage` are set before any host's
+    variables exist: the one upgrade policy of the clusters given. Raises ValueError when they differ."""
+    policies = {(c.upgrade.batch_percent, c.upgrade.max_fail_percentage) for c in site.clusters if c.name in clusters}
+    if len(policies) != 1:
+        raise ValueError(
+            "the clusters in the limit have different upgrade policies (batch_percent, max_fail_percentage): "
+            f"{sorted(policies)}; allowed: a --limit within one cluster"
+        )
+    ((batch, max_fail),) = policies
+    return {"fjord_upgrade_batch_percent": batch, "fjord_upgrade_max_fail_percentage": max_fail}
+
+
+def unit_group(unit: ScalableUnitSize) -> str:
+    return group_name("su", unit.cluster, unit.index)
+
+
+def site_vars(site: Site) -> dict[str, Any]:
+    """Variables every host of the site gets: the software baseline and where packages come from."""
+    sw = site.software
+    return {
+        "fjord_site": site.name,
+        "fjord_os": sw.os,
+        "fjord_package_mirror": site.air_gap.packages if site.air_gap else None,
+        "nvidia_driver_branch": sw.driver_branch,
+        "nvidia_driver_source": sw.driver_source,
+        "cuda_toolkit_version": sw.cuda,
+        "k8s_node_version": sw.kubernetes,
+        # The catalog's CUDA rule, so that preflight checks the same thing the spec does.
+        "fjord_cuda_min_driver_branch": dict(CUDA_MIN_DRIVER_BRANCH),
+    }
+
+
+def cluster_vars(site: Site, cluster: Cluster) -> dict[str, Any]:
+    """Variables of one cluster's hosts: ownership of the GPU stack, the SKU's figures, validation, upgrades."""
+    sku = cluster.gpu
+    fabric = site.fabric(cluster.compute_fabric)
+    return {
+        "fjord_cluster": cluster.name,
+        "fjord_hall": cluster.hall,
+        "fjord_tenant": cluster.tenant,
+        "fjord_scheduler": cluster.scheduler,
+        "fjord_gpu_sku": sku.name,
+        "fjord_gpu_min_driver_branch": sku.min_driver_branch,
+        "fjord_compute_nics_expected": sku.compute_rails,
+        # The one ownership switch, read exactly as the Kubernetes platform reads it.
+        **host_vars(cluster),
+        # HGX baseboards carry NVSwitches driven by Fabric Manager on the node; an NVL72 tray's NVLink
+        # switches live in the rack's switch trays.
+        "fabric_manager_enabled": sku.form_factor == "hgx",
+        "doca_ofed_enabled": fabric.technology in ("infiniband-ndr", "infiniband-xdr", "spectrum-x"),
+        "k8s_node_enabled": cluster.scheduler == "kubernetes",
+        "gpu_validate_expected_model": sku.name.split("-")[0],
+        "gpu_validate_expected_count": sku.gpus_per_node,
+        "gpu_validate_dcgm_level": cluster.validation.dcgm_level,
+        "gpu_validate_gemm_min_fraction": cluster.validation.gemm_min_fraction,
+        "gpu_validate_hbm_min_fraction": cluster.validation.hbm_min_fraction,
+        "gpu_validate_bf16_peak_tflops": sku.bf16_dense_tflops,
+        "gpu_validate_hbm_peak_tbps": sku.hbm_tbps,
+        "fjord_upgrade_batch_percent": cluster.upgrade.batch_percent,
+        "fjord_upgrade_max_fail_percentage": cluster.upgrade.max_fail_percentage,
+    }
+
+
+class UnknownTarget(ValueError):
+    """A `--limit` name that is neither a group nor a host of the site."""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A site's inventory (or part of it) as Ansible's YAML/JSON inventory document."""
+
+    site: str
+    data: dict[str, Any]
+    hosts: tuple[str, ...]
+    groups: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): what is written for ansible-runner and what the digest covers."""
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON: changes exactly when a host, group or variable changes."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def _check_targets(site: Site, size: SiteSize, wanted: set[str]) -> None:
+    """Reject a limit name that is neither a group nor a host of the site, saying what is allowed."""
+    groups = {group_name("site", site.name)}
+    for c in size.clusters:
+        groups |= {group_name("hall", c.hall), group_name("cluster", c.name)}
+        for u in c.units:
+            groups.add(unit_group(u))
+            groups |= {group_name("rack", r) for r in u.racks}
+    for w in sorted(wanted - groups):
+        unit = next((u for c in size.clusters for u in c.units if w.startswith(u.first_node[:-3])), None)
+        if unit is not None and w[len(unit.first_node) - 3 :].isdigit() and int(w[-3:]) < unit.node_count:
+            continue
+        named = sorted(g for g in groups if g.startswith(("site_", "hall_", "cluster_")))
+        raise UnknownTarget(
+            f"{w!r} is no group or host of site {site.name}; allowed: {', '.join(named)}, "
+            "su_<cluster>_<NNN>, rack_<hall>_r<NNNN> or a host name"
+        )
+
+
+def build_inventory(
+    site: Site,
+    size: SiteSize,
+    only: Iterable[str] = (),
+    host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Inventory:
+    """The site's inventory; `only` (group or host names, as for `--limit`) restricts it before anything is
+    formatted; `host_vars` adds per-host variables (e.g. connection settings) over the generated ones."""
+    wanted = {w for w in only if w}
+    _check_targets(site, size, wanted)
+    site_group = group_name("site", site.name)
+    doc = _Doc(site, host_vars or {})
+    for c in size.clusters:
+        cg, hg = group_name("cluster", c.name), group_name("hall", c.hall)
+        for u in c.units:
+            whole = not wanted or bool({site_group, hg, cg, unit_group(u)} & wanted)
+            if whole:
+                doc.add_unit(u)
+            elif any(w.startswith(u.first_node[:-3]) for w in wanted) or any(
+                group_name("rack", r) in wanted for r in u.racks
+            ):
+                doc.add_unit(u, keep=lambda name, rack: rack in wanted or name in wanted)
+    return doc.inventory()
+
+
+def unit_inventory(
+    site: Site, unit: ScalableUnitSize, host_vars: Mapping[str, Mapping[str, Any]] | None = None
+) -> Inventory:
+    """The inventory of one scalable unit (what its host configuration resource runs on)."""
+    doc = _Doc(site, host_vars or {})
+    doc.add_unit(unit)
+    return doc.inventory()
+
+
+class _Doc:
+    """An inventory document being built unit by unit."""
+
+    def __init__(self, site: Site, host_vars: Mapping[str, Mapping[str, Any]]) -> None:
+        self.site = site
+        self.extra = host_vars
+        self.specs = {c.name: c for c in site.clusters}
+        self.children: dict[str, Any] = {}
+        self.site_children: dict[str, Any] = {}
+        self.names: list[str] = []
+
+    def add_unit(self, u: ScalableUnitSize, keep: Callable[[str, str], bool] | None = None) -> None:
+        children = self.children
+        cluster = self.specs[u.cluster]
+        cg, hg, ug = group_name("cluster", u.cluster), group_name("hall", cluster.hall), unit_group(u)
+        unit_hosts: dict[str, Any] = {}
+        for node in u.nodes():
+            rg = group_name("rack", node.rack)
+            if keep is not None and not keep(node.name, rg):
+                continue
+            record: dict[str, Any] = {"ansible_host": node.management, "fjord_node_role": node.role}
+            record.update(self.extra.get(node.name, {}))
+            unit_hosts[node.name] = record
+            children.setdefault(rg, {"vars": {"fjord_rack": node.rack}, "hosts": {}})["hosts"][node.name] = None
+            self.names.append(node.name)
+        if not unit_hosts:
+            return
+        if cg not in children:
+            children[cg] = {"vars": cluster_vars(self.site, cluster), "children": {}}
+            children.setdefault(hg, {"vars": {"fjord_hall": cluster.hall}, "children": {}})["children"][cg] = None
+            self.site_children[hg] = None
+        children[cg]["children"][ug] = None
+        children[ug] = {"vars": {"fjord_scalable_unit": u.index}, "hosts": unit_hosts}
+
+    def inventory(self) -> Inventory:
+        children = dict(self.children)
+        children[group_name("site", self.site.name)] = {"vars": site_vars(self.site), "children": self.site_children}
+        return Inventory(
+            site=self.site.name,
+            data={"all": {"children": children}},
+            hosts=tuple(self.names),
+            groups=tuple(sorted(children)),
+        )

@@ -1,0 +1,124 @@
+"""HostConfig: a Pulumi dynamic resource that runs a playbook on a group of hosts when its inputs change.
+
+Inputs: the playbook, the group's inventory (as one JSON string, so Pulumi stores one value rather than one
+per host), its digest, the software versions it carries (shown in diffs) and a digest of the playbooks
+folder. `diff` compares the digests and versions, so `pulumi up` reruns the playbook exactly when the hosts,
+their variables, the versions or the roles change. `create`/`update` run it through the Ansible adapter and
+record which hosts failed or were unreachable; a recorded failure makes the next `diff` report a change, and
+an `update` with unchanged inputs reruns only on those hosts, so repeated `pulumi up` converges. A play
+that crashes, or in which no host succeeded, fails the resource (Pulumi keeps the previous state).
+
+The provider object holds no clients (Pulumi pickles it into the resource's inputs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from fjord.adapters.ansible import AnsibleSettings, default_playbooks_dir, run_playbook
+from fjord.hosts.inventory import Inventory
+
+TRIGGERS = ("playbook", "inventory_digest", "versions", "playbooks_digest")
+"""Inputs whose change reruns the playbook."""
+
+
+def playbooks_digest(folder: Path | None = None) -> str:
+    """SHA-256 over every file under the playbooks folder (names and contents): changes when a role does."""
+    root = folder or default_playbooks_dir()
+    h = hashlib.sha256()
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+class HostConfigProvider(dyn.ResourceProvider):
+    """Runs the playbook on create and update; diff compares versions and digests."""
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        changed = [k for k in TRIGGERS if olds.get(k) != news.get(k)]
+        if olds.get("failed_hosts") or olds.get("unreachable_hosts"):
+            changed.append("failed_hosts")  # the last run left hosts behind: run again
+        return dyn.DiffResult(
+            changes=bool(changed), replaces=[], stables=["site", "group"], delete_before_replace=False
+        )
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        return dyn.CreateResult(id_=f"{props['site']}/{props['group']}", outs=self._run(props, ()))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        retry: list[str] = [*(olds.get("failed_hosts") or []), *(olds.get("unreachable_hosts") or [])]
+        same = all(olds.get(k) == news.get(k) for k in TRIGGERS)
+        return dyn.UpdateResult(outs=self._run(news, retry if same else ()))
+
+    def _run(self, props: dict[str, Any], limit: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        result = run_playbook(
+            props["playbook"],
+            json.loads(props["inventory"]),
+            site=props["site"],
+            limit=limit,
+            settings=AnsibleSettings(),
+        )
+        where = f"{props['playbook']} on {props['group']}"
+        if result.crashed:
+            raise RuntimeError(f"{where} crashed: {result.error}")
+        bad = result.failed_hosts + result.unreachable_hosts
+        if result.hosts and len(bad) == len(result.hosts):
+            details = "; ".join(
+                f"{h}: " + (", ".join(f"{f.task}: {f.message}" for f in result.hosts[h].failures) or "failed")
+                for h in bad
+            )
+            raise RuntimeError(f"{where}: no host succeeded: {details}")
+        outs = {k: v for k, v in props.items() if k != "inventory"}
+        return outs | {
+            "failed_hosts": result.failed_hosts,
+            "unreachable_hosts": result.unreachable_hosts,
+            "hosts_run": len(result.hosts),
+            "changed": result.changed,
+        }
+
+
+@dataclass(frozen=True)
+class HostConfigArgs:
+    site: str
+    """The site's name (the fact cache is kept per site)."""
+    group: str
+    """The inventory group the playbook runs on, e.g. su_h100_000."""
+    inventory: Inventory
+    """The group's inventory (fjord.hosts.unit_inventory)."""
+    versions: dict[str, Any]
+    """The software versions the hosts get, shown in `pulumi preview` diffs."""
+    playbook: str = "site.yml"
+    playbooks_digest: str = ""
+    """Digest of the playbooks folder (playbooks_digest()): a role change reruns the playbook."""
+
+
+class HostConfig(dyn.Resource):
+    """A group of hosts configured by a playbook; reruns when the inventory, versions or roles change."""
+
+    failed_hosts: pulumi.Output[list[str]]
+    unreachable_hosts: pulumi.Output[list[str]]
+    changed: pulumi.Output[int]
+
+    def __init__(self, name: str, args: HostConfigArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        props: dict[str, Any] = {
+            "site": args.site,
+            "group": args.group,
+            "playbook": args.playbook,
+            "inventory": args.inventory.to_json(),
+            "inventory_digest": args.inventory.digest,
+            "versions": args.versions,
+            "playbooks_digest": args.playbooks_digest,
+            "failed_hosts": None,
+            "unreachable_hosts": None,
+            "hosts_run": None,
+            "changed": None,
+        }
+        super().__init__(HostConfigProvider(), name, props, opts)

@@ -1,0 +1,206 @@
+"""site.yml for real on four isolated Debian 12 hosts (tests/testbed.py): converge, idempotence, faults, air gap.
+
+The hosts are the `dev` site's four nodes, made an air-gapped Debian 12 site whose package mirror is the one
+the testbed builds and serves. Needs root; skipped with the reason when a testbed cannot be built here,
+except under FJORD_REQUIRE_INTEGRATION=1 (CI), where that fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, default_playbooks_dir, run_playbook
+from fjord.cli.main import app
+from fjord.hosts import build_inventory, unit_inventory
+from fjord.hosts.inventory import unit_group
+from fjord.providers.playbook import HostConfigProvider, playbooks_digest
+from fjord.sizing.site import size_site
+from fjord.spec.load import default_site, load_site
+from fjord.spec.models import Site
+from tests import testbed as tb
+
+pytestmark = [pytest.mark.slow, pytest.mark.testbed]
+
+PLAYBOOK = "site.yml"
+TESTBED_VARS = {
+    # kubelet/kubeadm come only from pkgs.k8s.io, which an air-gapped Debian host cannot reach (k8s_node says so).
+    "k8s_node_install_kube_packages": False,
+    # The hosts share the controller's kernel (/proc/sys is read-only there): files are written, not applied.
+    "fjord_apply_kernel_settings": False,
+}
+
+
+def _unavailable(playbook: bool = True) -> None:
+    reason = tb.unavailable_reason()
+    if reason is None and playbook and not (default_playbooks_dir() / PLAYBOOK).is_file():
+        reason = f"no {PLAYBOOK} under {default_playbooks_dir()} yet"
+    if reason is not None:
+        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(f"testbed required (FJORD_REQUIRE_INTEGRATION=1) but: {reason}")
+        pytest.skip(f"testbed: {reason}")
+
+
+def air_gapped_site(mirror_url: str) -> dict[str, Any]:
+    """The dev site as an air-gapped Debian 12 site whose mirror is the testbed's."""
+    raw = copy.deepcopy(default_site())
+    raw["software"] |= {"os": "debian-12", "driver_source": "mirror"}
+    raw["air_gap"] = {"packages": mirror_url, "registry": "registry.testbed.local", "charts": "https://charts.local"}
+    return raw
+
+
+class Bed:
+    def __init__(self, bed: tb.Testbed, tmp: Path) -> None:
+        self.bed = bed
+        self.raw = air_gapped_site(bed.mirror_url)
+        self.site: Site = load_site(self.raw)
+        self.vars = {h: v | TESTBED_VARS for h, v in bed.host_vars().items()}
+        self.settings = AnsibleSettings(state_dir=tmp / "ansible-state")
+        self.tmp = tmp
+
+    def run(self, **kw: Any) -> PlaybookResult:
+        inventory = build_inventory(self.site, size_site(self.site), host_vars=self.vars)
+        return run_playbook(PLAYBOOK, inventory.data, site=self.site.name, settings=self.settings, **kw)
+
+    def host(self, index: int) -> tb.Host:
+        return self.bed.hosts[index]
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    _unavailable()
+    names = [n.name for n in size_site(load_site(default_site())).hosts()]
+    with tb.testbed(names) as running:
+        yield Bed(running, tmp_path_factory.mktemp("testbed"))
+
+
+def test_testbed_starts_clean_over_leftovers_and_tears_down() -> None:
+    """A leftover namespace and bridge (an interrupted run) do not break it; nothing is left after it."""
+    _unavailable(playbook=False)
+    subprocess.run(["ip", "netns", "add", f"{tb.PREFIX}leftover"], check=True)
+    subprocess.run(["ip", "link", "add", tb.BRIDGE, "type", "bridge"], check=False)
+    with tb.testbed(["fj3-probe"]) as bed:
+        (host,) = bed.hosts
+        out = bed.ssh(host, "hostname; cat /proc/1/comm; ip -4 -o addr show eth0; ip route").stdout
+        assert out.splitlines()[0] == "fj3-probe"
+        assert host.address in out
+        assert "default" not in out  # no route out: an air-gapped host
+        init = host.init_pid()
+    assert not [ns for ns in tb._netns_list() if ns.startswith(tb.PREFIX)]
+    assert not Path(f"/sys/class/net/{tb.BRIDGE}").exists()
+    assert not tb.alive(init)
+    assert not tb.STATE.exists()
+
+
+def test_site_yml_converges_for_real(bed: Bed) -> None:
+    result = bed.run()
+    assert not result.crashed, result.error
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    assert sorted(result.hosts) == sorted(h.name for h in bed.bed.hosts)
+    assert all(r.changed > 0 for r in result.hosts.values())
+    # GPU tasks skip themselves on these GPU-less hosts.
+    assert all(r.skipped > 0 for r in result.hosts.values())
+    probe = bed.bed.ssh(
+        bed.host(1),
+        "dpkg-query -W -f='${Package} ${Status}\\n' chrony containerd rdma-core; "
+        "cat /etc/apt/sources.list.d/fjord-mirror.sources; ls /etc/sysctl.d/",
+    ).stdout
+    for pkg in ("chrony", "containerd", "rdma-core"):
+        assert f"{pkg} install ok installed" in probe
+    assert bed.bed.mirror_url in probe
+    assert "90-fjord.conf" in probe
+    # Services really run: chronyd (with -x, the hosts may not set the shared clock).
+    assert "chronyd" in bed.bed.ssh(bed.host(1), "ps -eo comm").stdout.split()
+
+
+def test_second_run_changes_nothing(bed: Bed) -> None:
+    result = bed.run()
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    assert {h: r.changed for h, r in result.hosts.items()} == dict.fromkeys(result.hosts, 0)
+
+
+def test_packages_come_from_the_local_mirror_only(bed: Bed) -> None:
+    """Air gap: no route out, the distro sources are gone, installed packages come from the testbed's mirror."""
+    out = bed.bed.ssh(bed.host(0), "ip route; apt-cache policy chrony; cat /etc/apt/sources.list").stdout
+    assert "default" not in out
+    assert bed.bed.mirror_url in out
+    assert "deb.debian.org" not in out
+
+
+def test_faults_are_reported_by_name_and_a_rerun_converges(bed: Bed) -> None:
+    broken, down = bed.host(1), bed.host(3)
+    status = broken.root() / "var/lib/dpkg/status"
+    saved = status.read_bytes()
+    status.write_text("Package: fj3-broken\nthis is not a dpkg database\n", encoding="utf-8")
+    bed.bed.stop(down)
+    try:
+        stack = bed.tmp / "stacks"
+        stack.mkdir(exist_ok=True)
+        (stack / "Pulumi.testbed.yaml").write_text(
+            yaml.safe_dump({"config": {"fjord:site": bed.raw}}), encoding="utf-8"
+        )
+        host_vars = bed.tmp / "host-vars.json"
+        host_vars.write_text(json.dumps(bed.vars), encoding="utf-8")
+        env = {"FJORD_ANSIBLE_STATE": str(bed.settings.state_dir)}
+        cli = CliRunner().invoke(
+            app,
+            ["configure", "testbed", "--stacks-dir", str(stack), "--host-vars", str(host_vars)],
+            env=env,
+        )
+        assert cli.exit_code == 3, cli.output
+        assert f"failed: {broken.name}: " in cli.stderr
+        assert f"unreachable: {down.name}: " in cli.stderr
+        assert "1 failed, 1 unreachable of 4 hosts" in cli.stderr
+        for ok in (bed.host(0), bed.host(2)):
+            assert f"{ok.name}: " not in cli.stderr  # the others finished
+    finally:
+        status.write_bytes(saved)
+        bed.bed.start(down)
+    result = bed.run()
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    assert result.hosts[down.name].unreachable == 0
+    assert result.hosts[broken.name].failed == 0
+
+
+def test_host_config_resource_records_failures_and_reruns_them(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HostConfig's create/update/diff called directly (the mocks never call them) on the converged unit."""
+    monkeypatch.setenv("FJORD_ANSIBLE_STATE", str(bed.settings.state_dir))
+    unit = size_site(bed.site).clusters[0].units[0]
+    inventory = unit_inventory(bed.site, unit, host_vars=bed.vars)
+    props: dict[str, Any] = {
+        "site": bed.site.name,
+        "group": unit_group(unit),
+        "playbook": PLAYBOOK,
+        "inventory": inventory.to_json(),
+        "inventory_digest": inventory.digest,
+        "versions": {"driver_branch": bed.site.software.driver_branch},
+        "playbooks_digest": playbooks_digest(),
+    }
+    provider = HostConfigProvider()
+    created = provider.create(dict(props))
+    rid, outs = str(created.id), dict(created.outs or {})
+    assert (outs["failed_hosts"], outs["unreachable_hosts"]) == ([], [])
+    assert (outs["hosts_run"], outs["changed"]) == (4, 0)
+    assert "inventory" not in outs  # the state keeps the digest, not the hosts a second time
+    assert provider.diff(rid, outs, props).changes is False
+    down = bed.host(2)
+    bed.bed.stop(down)
+    try:
+        updated = dict(provider.update(rid, outs, dict(props)).outs or {})
+        assert updated["unreachable_hosts"] == [down.name]
+        assert provider.diff(rid, updated, props).changes is True  # the next `pulumi up` reruns
+    finally:
+        bed.bed.start(down)
+    retried = dict(provider.update(rid, updated, dict(props)).outs or {})
+    assert retried["hosts_run"] == 1  # only the host left behind
+    assert (retried["failed_hosts"], retried["unreachable_hosts"]) == ([], [])
+    assert provider.diff(rid, retried, props).changes is False
