@@ -4,12 +4,12 @@ Results come from the event stream (task failures per host) and the final `playb
 per host), never from parsing stdout; a play that crashes before its stats (syntax error, missing role) has
 none, and the result says so (`crashed`) with the tail of Ansible's output as the reason.
 
-fjord's Ansible settings (`AnsibleSettings()`): many forks, SSH pipelining, the `free` strategy (a fast host
-is not held back by a slow one), facts cached as JSON files in a private directory with `gathering = smart`
-(a rerun does not gather facts again), and SSH connections kept open between runs (ControlPersist, control
-sockets in the same private directory). `AnsibleSettings.stock()` is ansible-core's defaults, the
-benchmark's baseline. Mitogen (0.3.x, on PyPI) is not used: it replaces Ansible's connection and module
-execution layers, and its support for ansible-core 2.19's templating changes is still settling.
+fjord's Ansible settings (`AnsibleSettings()`): Mitogen's strategy (one persistent Python interpreter per host,
+modules sent once and cached, instead of an AnsiballZ upload and a fresh interpreter per task), many forks, SSH
+pipelining, the `free` strategy (a fast host is not held back by a slow one), facts cached as JSON files in a
+private directory with `gathering = smart` (a rerun does not gather facts again), and SSH connections kept open
+between runs (ControlPersist, control sockets in the same private directory). `AnsibleSettings.stock()` is
+ansible-core's defaults, the benchmark's baseline (`bench/ansible_site.py`).
 """
 
 from __future__ import annotations
@@ -122,6 +122,9 @@ class AnsibleSettings:
     fact_cache: bool = True
     fact_cache_timeout_s: int = 7200
     control_persist_s: int = 600
+    mitogen: bool = True
+    """Run through Mitogen's strategy (`mitogen_<strategy>`): one persistent Python interpreter per host,
+    modules sent once and cached, instead of a new AnsiballZ upload and interpreter per task."""
     state_dir: Path | None = None
     """Private directory (0700) for the fact cache and SSH control sockets; default ~/.cache/fjord/ansible
     or $FJORD_ANSIBLE_STATE."""
@@ -129,7 +132,7 @@ class AnsibleSettings:
     @classmethod
     def stock(cls) -> AnsibleSettings:
         """ansible-core's defaults: 5 forks, no pipelining, linear, facts gathered every play, ControlPersist 60s."""
-        return cls(forks=5, pipelining=False, strategy="linear", fact_cache=False, control_persist_s=60)
+        return cls(forks=5, pipelining=False, strategy="linear", fact_cache=False, control_persist_s=60, mitogen=False)
 
     def env(self, site: str) -> dict[str, str]:
         """ANSIBLE_* settings for ansible-runner's environment."""
@@ -143,6 +146,11 @@ class AnsibleSettings:
             "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist={self.control_persist_s}s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state / "cp"),
         }
+        if self.mitogen:
+            import ansible_mitogen
+
+            plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+            env |= {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": f"mitogen_{self.strategy}"}
         if self.fact_cache:
             facts = state / "facts" / site
             facts.mkdir(parents=True, exist_ok=True, mode=0o700)
