@@ -8,6 +8,7 @@ then a few hundred resources, not tens of thousands (see the README, "Scale").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from fjord.platform import ClusterPlatform
 from fjord.providers.baremetal import NodePool, unit_props
 from fjord.providers.playbook import HostConfig, HostConfigArgs
 from fjord.sizing.bmc import bmc_endpoints
-from fjord.sizing.site import ClusterSize, ScalableUnitSize
+from fjord.sizing.site import ClusterSize, Node, ScalableUnitSize
 from fjord.spec.models import Bmc
 from fjord.spec.models import Site as SiteSpec
 
@@ -41,6 +42,8 @@ class ScalableUnitArgs:
     """GPU SKU of the unit's nodes (catalog name)."""
     bare_metal: BareMetalArgs | None = None
     """The bare-metal layer: when set, a `NodePool` child keeps the unit's nodes through their BMCs."""
+    nodes: Sequence[Node] | None = None
+    """The unit's nodes when the caller has them already (`unit.nodes()` otherwise)."""
 
 
 class ScalableUnit(pulumi.ComponentResource):
@@ -63,7 +66,7 @@ class ScalableUnit(pulumi.ComponentResource):
         self.node_count = plain(args.unit.node_count)
         self.bare_metal: NodePool | None = None
         if args.bare_metal is not None:
-            nodes = bmc_endpoints(args.unit.nodes(), args.bare_metal.bmc)
+            nodes = bmc_endpoints(args.nodes if args.nodes is not None else args.unit.nodes(), args.bare_metal.bmc)
             self.bare_metal = NodePool(
                 f"{name}-baremetal",
                 unit_props(args.unit.name, nodes, args.bare_metal.bmc, args.bare_metal.password),
@@ -119,19 +122,18 @@ class GpuCluster(pulumi.ComponentResource):
         super().__init__("fjord:components:GpuCluster", name, None, opts)
         c = args.cluster
         child = pulumi.ResourceOptions(parent=self)
-        self.units = [
-            ScalableUnit(
-                f"{name}-su{u.index:03d}", ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal), child
-            )
-            for u in c.units
-        ]
+        self.units = []
+        for u in c.units:
+            # A unit's nodes are derived once here for both layers that need them, not once per layer.
+            nodes = u.nodes() if args.bare_metal is not None or args.hosts is not None else None
+            unit_args = ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal, nodes=nodes)
+            self.units.append(ScalableUnit(f"{name}-su{u.index:03d}", unit_args, child))
+            if args.hosts is not None:
+                # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook.
+                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes)
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform), child) if args.platform is not None else None
         )
-        if args.hosts is not None:
-            # Beside their unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook.
-            for u in c.units:
-                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self)
         self.gpus = plain(c.gpus)
         self.nodes = plain(c.nodes)
         self.scalable_units = plain(c.scalable_units)
@@ -150,7 +152,9 @@ class GpuCluster(pulumi.ComponentResource):
         )
 
 
-def _host_config(name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pulumi.Resource) -> HostConfig:
+def _host_config(
+    name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pulumi.Resource, nodes: Sequence[Node] | None
+) -> HostConfig:
     spec, sw = hosts.site, hosts.site.software
     cluster = next(c for c in spec.clusters if c.name == unit.cluster)
     versions = {
@@ -165,7 +169,7 @@ def _host_config(name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pu
     args = HostConfigArgs(
         site=spec.name,
         group=unit_group(unit),
-        inventory=unit_inventory(spec, unit),
+        inventory=unit_inventory(spec, unit, nodes=nodes),
         versions=versions,
         playbook=hosts.playbook,
         playbooks_digest=hosts.playbooks_digest,

@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fjord.sizing.site import ScalableUnitSize, SiteSize
+from fjord.sizing.site import Node, ScalableUnitSize, SiteSize
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH
 from fjord.spec.models import Cluster, Site
 from fjord.spec.ownership import host_vars
@@ -169,11 +169,15 @@ def build_inventory(
 
 
 def unit_inventory(
-    site: Site, unit: ScalableUnitSize, host_vars: Mapping[str, Mapping[str, Any]] | None = None
+    site: Site,
+    unit: ScalableUnitSize,
+    host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+    nodes: Sequence[Node] | None = None,
 ) -> Inventory:
-    """The inventory of one scalable unit (what its host configuration resource runs on)."""
+    """The inventory of one scalable unit (what its host configuration resource runs on); `nodes` are the
+    unit's nodes when the caller has them already."""
     doc = _Doc(site, host_vars or {})
-    doc.add_unit(unit)
+    doc.add_unit(unit, nodes=nodes)
     return doc.inventory()
 
 
@@ -188,12 +192,17 @@ class _Doc:
         self.site_children: dict[str, Any] = {}
         self.names: list[str] = []
 
-    def add_unit(self, u: ScalableUnitSize, keep: Callable[[str, str], bool] | None = None) -> None:
+    def add_unit(
+        self,
+        u: ScalableUnitSize,
+        keep: Callable[[str, str], bool] | None = None,
+        nodes: Sequence[Node] | None = None,
+    ) -> None:
         children = self.children
         cluster = self.specs[u.cluster]
         cg, hg, ug = group_name("cluster", u.cluster), group_name("hall", cluster.hall), unit_group(u)
         unit_hosts: dict[str, Any] = {}
-        for node in u.nodes():
+        for node in u.nodes() if nodes is None else nodes:
             rg = group_name("rack", node.rack)
             if keep is not None and not keep(node.name, rg):
                 continue
