@@ -75,7 +75,7 @@ def test_one_host_config_per_scalable_unit(registrations: list[Registration]) ->
         return Site("uk", SiteArgs(spec=spec, size=size)).summary
 
     run()
-    hosts = [r for r in registrations if r.type == "pulumi-python:dynamic:Resource"]
+    hosts = [r for r in registrations if r.type == "pulumi-python:dynamic/hosts:HostConfig"]
     units = [u for c in size.clusters for u in c.units]
     assert len(hosts) == len(units) == 20
     assert {r.name for r in hosts} == {f"uk-{u.cluster}-su{u.index:03d}-hosts" for u in units}
@@ -95,4 +95,4 @@ def test_hosts_can_be_left_alone(registrations: list[Registration]) -> None:
         return Site("uk", SiteArgs(spec=spec, size=size_site(spec), configure_hosts=False)).summary
 
     run()
-    assert not [r for r in registrations if r.type == "pulumi-python:dynamic:Resource"]
+    assert not [r for r in registrations if r.type == "pulumi-python:dynamic/hosts:HostConfig"]

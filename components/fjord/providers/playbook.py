@@ -100,7 +100,7 @@ class HostConfigArgs:
     """Digest of the playbooks folder (playbooks_digest()): a role change reruns the playbook."""
 
 
-class HostConfig(dyn.Resource):
+class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
     """A group of hosts configured by a playbook; reruns when the inventory, versions or roles change."""
 
     failed_hosts: pulumi.Output[list[str]]
