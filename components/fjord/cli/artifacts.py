@@ -22,7 +22,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from fjord.adapters.s3 import SHA256_META, ObjectInfo, S3Error
-from fjord.cli.state import JsonFlag, StackArg, StacksDir, open_store, store_failed
+from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, out, reject
+from fjord.cli.state import open_store, store_failed
 from fjord.plan.runner import PlanError, plan_stacks
 from fjord.sizing.site import size_site
 from fjord.spec.load import stacks_dir
@@ -71,7 +72,6 @@ def _stack(
 
 @contextmanager
 def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    from fjord.cli.main import err
 
     with Progress(
         label,
@@ -112,7 +112,6 @@ def upload(stack: str, folder: Path | None, files: list[tuple[Path, str]]) -> li
 
 
 def _print_stored(stored: list[ObjectInfo], as_json: bool) -> None:
-    from fjord.cli.main import out
 
     if as_json:
         sys.stdout.write(json.dumps([_row(o) for o in stored], indent=2) + "\n")
@@ -149,24 +148,22 @@ def put(
     as_json: JsonFlag = False,
 ) -> None:
     """Upload files (e.g. validation reports) with site, stack, git commit, time and SHA-256."""
-    from fjord.cli.main import _reject
 
     if kind not in KINDS:
-        raise _reject("--kind", [f"{kind!r} is not a kind of artifact; allowed: {', '.join(KINDS)}"])
+        raise reject("--kind", [f"{kind!r} is not a kind of artifact; allowed: {', '.join(KINDS)}"])
     _print_stored(upload(ctx.obj, stacks_dir_, [(f, kind) for f in files]), as_json)
 
 
 @app.command("publish")
 def publish(ctx: typer.Context, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Plan the stack offline and upload the plan (JSON) and the host inventory (JSON)."""
-    from fjord.cli.main import _reject
 
     stack, folder = ctx.obj, stacks_dir_
     site, _, _ = open_store(stack, folder)
     try:
         plan = plan_stacks([stack], stacks_dir(folder), 1)[0]
     except PlanError as exc:
-        raise _reject(exc.source, exc.lines) from None
+        raise reject(exc.source, exc.lines) from None
     inventory = [n.inventory_record() for n in size_site(site).hosts()]
     with tempfile.TemporaryDirectory(prefix="fjord-artifacts-") as tmp:
         plan_file, inv_file = Path(tmp, f"plan-{stack}.json"), Path(tmp, f"inventory-{stack}.json")
@@ -183,7 +180,6 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List the stack's artifacts, newest first, with their metadata."""
-    from fjord.cli.main import out
 
     stack, folder = ctx.obj, stacks_dir_
     _, target, store = open_store(stack, folder)
@@ -221,7 +217,6 @@ def get(
     stacks_dir_: StacksDir = None,
 ) -> None:
     """Download an artifact and check its content against the SHA-256 stored with it."""
-    from fjord.cli.main import out
 
     stack, folder = ctx.obj, stacks_dir_
     _, target, store = open_store(stack, folder)

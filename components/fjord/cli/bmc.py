@@ -17,23 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode, Target, run_bulk
+from fjord.cli.common import EXIT_REJECTED, JsonFlag, StackArg, StacksDir, err, load_stack, out, split_list
 from fjord.sizing.bmc import bmc_endpoints
-from fjord.sizing.site import size_site
-from fjord.spec.errors import SiteError
-from fjord.spec.load import load_site, read_stack
 from fjord.spec.models import Bmc
 
 PASSWORD_ENV = "FJORD_BMC_PASSWORD"
-EXIT_REJECTED = 1
 EXIT_NODES_FAILED = 3
-
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 app = typer.Typer(
     help="Operate the nodes' BMCs over Redfish: status, power, PXE boot. Password: $FJORD_BMC_PASSWORD.",
@@ -51,16 +44,12 @@ def _fail(message: str) -> typer.Exit:
 @app.callback()
 def bmc(
     ctx: typer.Context,
-    stack: Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")],
+    stack: StackArg,
 ) -> None:
     """Pick the stack whose nodes the command works on."""
     ctx.obj = {"stack": stack}
 
 
-StacksDir = Annotated[
-    Path | None,
-    typer.Option("--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."),
-]
 Limit = Annotated[
     list[str] | None,
     typer.Option(
@@ -69,18 +58,12 @@ Limit = Annotated[
         help="Only nodes whose name matches this glob (e.g. 'dev-h100-su000-n00[0-3]'); repeat or comma-separate.",
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
 def _targets(ctx: typer.Context, limit: list[str] | None, folder: Path | None) -> tuple[list[Target], Bmc]:
     stack = ctx.obj["stack"]
-    try:
-        cfg = read_stack(stack, folder)
-        site = load_site(cfg.site, str(cfg.path) if cfg.path else stack)
-        size = size_site(site)
-    except SiteError as exc:
-        raise _fail(f"{exc.source}: {'; '.join(exc.lines())}") from None
-    patterns = [p.strip() for item in limit or [] for p in item.split(",") if p.strip()]
+    site, size, _ = load_stack(stack, folder)
+    patterns = split_list(limit)
     endpoints = bmc_endpoints(size.hosts(), site.bmc)
     if patterns:
         endpoints = [e for e in endpoints if any(fnmatch.fnmatchcase(e.node, p) for p in patterns)]

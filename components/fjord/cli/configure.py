@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, ProgressEvent, default_playbooks_dir, run_playbook
+from fjord.cli.common import StackArg, StacksDir, err, load_stack, out, reject, split_list
 from fjord.hosts.inventory import UnknownTarget, build_inventory, upgrade_vars
 
 EXIT_HOSTS_FAILED = 3
@@ -24,12 +25,8 @@ TABLE_ROWS = 50
 """Above this many hosts the table shows only hosts that changed, failed or were unreachable."""
 
 
-def _split(values: list[str] | None) -> list[str]:
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
-
-
 def configure(
-    stack: Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")],
+    stack: StackArg,
     limit: Annotated[
         list[str] | None,
         typer.Option(
@@ -55,34 +52,25 @@ def configure(
         typer.Option("--host-vars", help="JSON file {host: {var: value}} merged over the generated host variables."),
     ] = None,
     forks: Annotated[int, typer.Option("--forks", min=1, help="Hosts worked on at once.")] = 50,
-    stacks_dir_: Annotated[
-        Path | None,
-        typer.Option(
-            "--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."
-        ),
-    ] = None,
+    stacks_dir_: StacksDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print per-host results as JSON instead of a table.")] = False,
 ) -> None:
     """Configure the site's hosts with Ansible (site.yml by default), with a per-host summary."""
-    from fjord.cli.main import _load, _reject, err, out
-
-    site, size, source = _load(stack, stacks_dir_)
+    site, size, source = load_stack(stack, stacks_dir_)
     extra: dict[str, Any] = {}
     if host_vars is not None:
         try:
             extra = json.loads(host_vars.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise _reject(
-                str(host_vars), [f"--host-vars: cannot read a JSON object of host variables: {exc}"]
-            ) from None
+            raise reject(str(host_vars), [f"--host-vars: cannot read a JSON object of host variables: {exc}"]) from None
     try:
-        inventory = build_inventory(site, size, _split(limit), host_vars=extra)
+        inventory = build_inventory(site, size, split_list(limit), host_vars=extra)
     except UnknownTarget as exc:
-        raise _reject(source, [f"--limit: {exc}"]) from None
+        raise reject(source, [f"--limit: {exc}"]) from None
     folder = playbooks_dir or default_playbooks_dir()
     if not (folder / playbook).is_file():
         known = ", ".join(sorted(p.name for p in folder.glob("*.yml"))) or "(none)"
-        raise _reject(str(folder), [f"--playbook: {playbook!r} not found; allowed: {known}"])
+        raise reject(str(folder), [f"--playbook: {playbook!r} not found; allowed: {known}"])
 
     extra_vars: dict[str, Any] = {}
     if playbook == UPGRADE_PLAYBOOK:
@@ -90,7 +78,7 @@ def configure(
         try:
             extra_vars = upgrade_vars(site, clusters)
         except ValueError as exc:
-            raise _reject(source, [f"--playbook {playbook}: {exc}"]) from None
+            raise reject(source, [f"--playbook {playbook}: {exc}"]) from None
 
     counts: Counter[str] = Counter()
     with Progress(
@@ -118,8 +106,8 @@ def configure(
             inventory.data,
             site=site.name,
             playbooks_dir=folder,
-            tags=_split(tags),
-            skip_tags=_split(skip_tags),
+            tags=split_list(tags),
+            skip_tags=split_list(skip_tags),
             check=check,
             extra_vars=extra_vars,
             settings=AnsibleSettings(forks=forks),
@@ -149,7 +137,6 @@ def configure(
 
 
 def _report(result: PlaybookResult, hosts: int, as_json: bool) -> None:
-    from fjord.cli.main import out
 
     if as_json:
         doc = {

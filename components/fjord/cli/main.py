@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
+from fjord.cli.common import EXIT_REJECTED as EXIT_REJECTED  # the exit codes are listed here, with EXIT_OVER_BUDGET
+from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
 from fjord.cli.configure import configure
 from fjord.plan.runner import MAX_RESOURCES_PER_STACK, PlanError, StackPlan, plan_stacks
-from fjord.sizing.site import SiteSize, size_site
-from fjord.spec.errors import SiteError
-from fjord.spec.load import list_stacks, load_site, read_stack, stacks_dir
+from fjord.sizing.site import SiteSize
+from fjord.spec.load import list_stacks, stacks_dir
 from fjord.spec.models import Site
 
-EXIT_REJECTED = 1
 EXIT_OVER_BUDGET = 4
 
 app = typer.Typer(
@@ -33,44 +31,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, GitOps comments) gets wide tables instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-StackArg = Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")]
-StacksDir = Annotated[
-    Path | None,
-    typer.Option("--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-
-
-def _reject(source: str, lines: list[str]) -> typer.Exit:
-    """Print one line per problem (the first says where) and return the exit to raise."""
-    if len(lines) == 1:
-        err.print(f"[red]error[/red]: {source}: {lines[0]}", highlight=False, soft_wrap=True)
-    else:
-        err.print(f"[red]error[/red]: {source}: {len(lines)} problems", highlight=False, soft_wrap=True)
-        for line in lines:
-            err.print(f"  - {line}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_REJECTED)
-
-
-def _load(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
-    source = f"stack {stack}"
-    try:
-        cfg = read_stack(stack, folder)
-        source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"
-        site = load_site(cfg.site, source)
-        return site, size_site(site), source
-    except SiteError as exc:
-        raise _reject(exc.source or source, exc.lines()) from None
 
 
 @app.command()
 def validate(stack: StackArg, stacks_dir_: StacksDir = None) -> None:
     """Check a site description against the model and the physical limits (power, space, addresses)."""
-    site, size, source = _load(stack, stacks_dir_)
+    site, size, source = load_stack(stack, stacks_dir_)
     out.print(
         f"[green]ok[/green] {source}: site {site.name} ({site.country}, {site.jurisdiction}), "
         f"{len(site.clusters)} cluster{'' if len(site.clusters) == 1 else 's'}, "
@@ -191,7 +157,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 @app.command()
 def size(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Capacity report: nodes, racks, switches, cables, addresses, power and headroom."""
-    site, sized, _ = _load(stack, stacks_dir_)
+    site, sized, _ = load_stack(stack, stacks_dir_)
     report = size_report(site, sized)
     if as_json:
         out.print_json(data=report)
@@ -253,7 +219,7 @@ def plan(
     folder = stacks_dir(stacks_dir_)
     names = stacks or list_stacks(folder)
     if not names:
-        raise _reject(str(folder), ["no Pulumi.<stack>.yaml files here"])
+        raise reject(str(folder), ["no Pulumi.<stack>.yaml files here"])
     with Progress(
         SpinnerColumn(),
         TextColumn("planning {task.description}"),
@@ -268,7 +234,7 @@ def plan(
         try:
             plans = plan_stacks(names, folder, jobs, on_done=lambda _s: progress.advance(task))
         except PlanError as exc:
-            raise _reject(exc.source, exc.lines) from None
+            raise reject(exc.source, exc.lines) from None
     over = [p for p in plans if p.over_budget]
     if as_json:
         doc = {
@@ -304,7 +270,7 @@ def plan(
         out.print(summary)
     dup = [u for p in plans for u in p.data["duplicates"]]
     if dup:
-        raise _reject("plan", [f"resource registered twice: {u}" for u in dup])
+        raise reject("plan", [f"resource registered twice: {u}" for u in dup])
     if over:
         for p in over:
             err.print(

@@ -18,7 +18,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from fjord.cli.main import EXIT_REJECTED, StackArg, StacksDir, _load, _reject, err, out
+from fjord.cli.common import EXIT_REJECTED, StackArg, StacksDir, err, load_stack, out, reject
 from fjord.platform import ClusterPlatform, build_platform, kubernetes_clusters
 from fjord.spec.errors import SiteError
 
@@ -74,16 +74,16 @@ def render(
     ] = None,
 ) -> None:
     """Write a cluster's platform manifests and Helm values to a folder, for review in a GitOps pull request."""
-    site, size, source = _load(stack, stacks_dir_)
+    site, size, source = load_stack(stack, stacks_dir_)
     kube = kubernetes_clusters(site)
     sized = next((c for c in size.clusters if c.name == cluster), None)
     if sized is None or cluster not in kube:
         what = "is not a cluster of this site" if sized is None else f"is scheduled by {sized.scheduler}"
-        raise _reject(source, [f"cluster: {cluster!r} {what}; allowed: {', '.join(kube) or '(no Kubernetes cluster)'}"])
+        raise reject(source, [f"cluster: {cluster!r} {what}; allowed: {', '.join(kube) or '(no Kubernetes cluster)'}"])
     try:
         platform = build_platform(site, sized)
     except SiteError as exc:
-        raise _reject(source, exc.lines()) from None
+        raise reject(source, exc.lines()) from None
     folder = out_dir or Path("rendered") / stack / cluster
     try:
         files = write_platform(platform, folder)

@@ -14,24 +14,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from fjord.adapters.s3 import Applied, BucketTaken, ObjectStore, S3Credentials, S3Error, TransferSettings, endpoint_host
+from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
 from fjord.spec.errors import Problem, SiteError
 from fjord.spec.load import SECRET_PLACEHOLDER, StackConfig, read_stack, stacks_dir
 from fjord.spec.models import Site, StoreTarget, tenant_bucket
-
-# The same options as `fjord.cli.main`'s; the helpers of main are imported inside the functions, because
-# main imports this module to register it (whichever of the two is imported first, both load).
-StackArg = Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<stack>.yaml ('dev' is embedded).")]
-StacksDir = Annotated[
-    Path | None,
-    typer.Option("--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 EXIT_STORE = 3
 """The object store refused or failed (unreachable, credentials rejected, bucket taken)."""
@@ -112,12 +104,11 @@ def resolve_credentials(
 
 def open_store(stack: str, folder: Path | None) -> tuple[Site, StoreTarget, ObjectStore]:
     """The stack's site, its resolved object store and a client for it; rejects a site without one."""
-    from fjord.cli.main import _load, _reject
 
-    site, _, source = _load(stack, folder)
+    site, _, source = load_stack(stack, folder)
     target = site.store()
     if target is None:
-        raise _reject(
+        raise reject(
             source,
             [
                 str(
@@ -133,7 +124,7 @@ def open_store(stack: str, folder: Path | None) -> tuple[Site, StoreTarget, Obje
     try:
         creds = resolve_credentials(read_stack(stack, folder), folder=stacks_dir(folder))
     except SiteError as exc:
-        raise _reject(exc.source or source, exc.lines()) from None
+        raise reject(exc.source or source, exc.lines()) from None
     spec = target.spec
     settings = TransferSettings(
         max_attempts=spec.max_attempts, connect_timeout_s=spec.connect_timeout_s, read_timeout_s=spec.read_timeout_s
@@ -143,7 +134,6 @@ def open_store(stack: str, folder: Path | None) -> tuple[Site, StoreTarget, Obje
 
 def store_failed(exc: S3Error) -> typer.Exit:
     """One line on stderr for an object-store failure; exit 3."""
-    from fjord.cli.main import err
 
     err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_STORE)
@@ -184,7 +174,6 @@ def init(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = Fal
         report = init_state(site, target, store)
     except S3Error as exc:
         raise store_failed(exc) from None
-    from fjord.cli.main import out
 
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -251,7 +240,6 @@ def tenants(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = 
         rows = ensure_tenants(site, store)
     except S3Error as exc:
         raise store_failed(exc) from None
-    from fjord.cli.main import out
 
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
