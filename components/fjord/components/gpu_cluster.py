@@ -40,10 +40,10 @@ class ScalableUnitArgs:
     """The sized unit: its nodes with every interface address, its racks and its subnets."""
     sku: str
     """GPU SKU of the unit's nodes (catalog name)."""
+    nodes: Sequence[Node]
+    """The unit's nodes (`unit.nodes()`), derived once by the cluster for every layer that needs them."""
     bare_metal: BareMetalArgs | None = None
     """The bare-metal layer: when set, a `NodePool` child keeps the unit's nodes through their BMCs."""
-    nodes: Sequence[Node] | None = None
-    """The unit's nodes when the caller has them already (`unit.nodes()` otherwise)."""
 
 
 class ScalableUnit(pulumi.ComponentResource):
@@ -60,13 +60,14 @@ class ScalableUnit(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ScalableUnitArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("fjord:components:ScalableUnit", name, None, opts)
-        self._unit = args.unit
+        self.node_list: Sequence[Node] = args.nodes
+        """The unit's nodes as plain data (not an output: the stack exports the inventory once)."""
         self.racks = plain(list(args.unit.racks))
         self.subnets = plain(dict(args.unit.subnets))
         self.node_count = plain(args.unit.node_count)
         self.bare_metal: NodePool | None = None
         if args.bare_metal is not None:
-            nodes = bmc_endpoints(args.nodes if args.nodes is not None else args.unit.nodes(), args.bare_metal.bmc)
+            nodes = bmc_endpoints(args.nodes, args.bare_metal.bmc)
             self.bare_metal = NodePool(
                 f"{name}-baremetal",
                 unit_props(args.unit.name, nodes, args.bare_metal.bmc, args.bare_metal.password),
@@ -85,7 +86,7 @@ class ScalableUnit(pulumi.ComponentResource):
     @property
     def hosts(self) -> pulumi.Output[list[dict[str, Any]]]:
         """The unit's hosts with every interface address (built on demand, not registered)."""
-        return plain([n.as_dict() for n in self._unit.nodes()])
+        return plain([n.as_dict() for n in self.node_list])
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class GpuCluster(pulumi.ComponentResource):
         self.units = []
         for u in c.units:
             # A unit's nodes are derived once here for both layers that need them, not once per layer.
-            nodes = u.nodes() if args.bare_metal is not None or args.hosts is not None else None
+            nodes = u.nodes()
             unit_args = ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal, nodes=nodes)
             self.units.append(ScalableUnit(f"{name}-su{u.index:03d}", unit_args, child))
             if args.hosts is not None:
@@ -153,10 +154,10 @@ class GpuCluster(pulumi.ComponentResource):
 
 
 def _host_config(
-    name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pulumi.Resource, nodes: Sequence[Node] | None
+    name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pulumi.Resource, nodes: Sequence[Node]
 ) -> HostConfig:
     spec, sw = hosts.site, hosts.site.software
-    cluster = next(c for c in spec.clusters if c.name == unit.cluster)
+    cluster = spec.cluster(unit.cluster)
     versions = {
         "os": sw.os,
         "driver_branch": sw.driver_branch,

@@ -63,7 +63,9 @@ class Site(pulumi.ComponentResource):
             lambda failed: {n: e for f in failed for n, e in (f or {}).items()}
         )
         self.summary = plain(size.totals())
-        self.inventory = plain([n.inventory_record() for n in size.hosts()])
+        self.inventory = plain(
+            [n.inventory_record() for c in self.clusters.values() for u in c.units for n in u.node_list]
+        )
         # The inventory is registered once per scalable unit and exported once by the stack; registering
         # it here too would store every host a third time.
         self.register_outputs({"summary": self.summary})

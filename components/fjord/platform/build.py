@@ -342,7 +342,7 @@ def storage_classes(site: Site) -> list[Obj]:
 def tenant_objects(site: Site, cluster: ClusterSize, share: TenantShare, flavor: str) -> list[Obj]:
     """Quota, defaults and network isolation of a tenant's namespace, and its Kueue queues."""
     ns = share.namespace
-    gpus_per_node = cluster_spec(site, cluster.name).gpu.gpus_per_node
+    gpus_per_node = site.cluster(cluster.name).gpu.gpus_per_node
     dns_port = [{"protocol": proto, "port": 53} for proto in ("UDP", "TCP")]
     return [
         {
@@ -448,17 +448,13 @@ def tenant_objects(site: Site, cluster: ClusterSize, share: TenantShare, flavor:
     ]
 
 
-def cluster_spec(site: Site, name: str) -> Cluster:
-    return next(c for c in site.clusters if c.name == name)
-
-
 def kubernetes_clusters(site: Site) -> list[str]:
     return [c.name for c in site.clusters if c.scheduler == "kubernetes"]
 
 
 def build_platform(site: Site, cluster: ClusterSize) -> ClusterPlatform:
     """Everything fjord applies to one Kubernetes GPU cluster of the site."""
-    spec = cluster_spec(site, cluster.name)
+    spec = site.cluster(cluster.name)
     if spec.scheduler != "kubernetes":
         raise ValueError(f"cluster {cluster.name!r} is scheduled by {spec.scheduler}, not Kubernetes")
     k8s = site.software.kubernetes

@@ -756,6 +756,9 @@ class Site(_Spec):
     def hall(self, name: str) -> Hall:
         return next(h for h in self.halls if h.name == name)
 
+    def cluster(self, name: str) -> Cluster:
+        return next(c for c in self.clusters if c.name == name)
+
 
 def tenant_bucket(site: str, tenant: str, bucket: str) -> str:
     """A tenant bucket's name on the endpoint: S3 bucket names are global there, so site and tenant prefix it."""
