@@ -19,7 +19,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, default_playbooks_dir, run_playbook
+from fjord.adapters.ansible import (
+    AnsibleSettings,
+    PlaybookResult,
+    ProgressEvent,
+    default_playbooks_dir,
+    run_playbook,
+)
 from fjord.cli.main import app
 from fjord.hosts import build_inventory, unit_inventory
 from fjord.hosts.inventory import unit_group
@@ -123,9 +129,12 @@ def test_site_yml_converges_for_real(bed: Bed) -> None:
 
 
 def test_second_run_changes_nothing(bed: Bed) -> None:
-    result = bed.run()
+    events: list[ProgressEvent] = []
+    result = bed.run(on_event=events.append)
     assert result.ok, {h: r.failures for h, r in result.hosts.items()}
     assert {h: r.changed for h, r in result.hosts.items()} == dict.fromkeys(result.hosts, 0)
+    # The facts of the first run come from fjord's fact cache: no play gathers them again.
+    assert not [e for e in events if e.task == "Gathering Facts"]
 
 
 def test_packages_come_from_the_local_mirror_only(bed: Bed) -> None:

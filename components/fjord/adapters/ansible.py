@@ -152,7 +152,7 @@ class AnsibleSettings:
             plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
             env |= {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": f"mitogen_{self.strategy}"}
         if self.fact_cache:
-            facts = state / "facts" / site
+            facts = self.fact_cache_dir(site)
             facts.mkdir(parents=True, exist_ok=True, mode=0o700)
             env |= {
                 "ANSIBLE_GATHERING": "smart",
@@ -163,6 +163,18 @@ class AnsibleSettings:
         else:
             env |= {"ANSIBLE_GATHERING": "implicit", "ANSIBLE_CACHE_PLUGIN": "memory"}
         return env
+
+    def fact_cache_dir(self, site: str) -> Path:
+        """Where the JSON fact cache of `site` lives (shared by every run for that site)."""
+        return (self.state_dir or _state_home()) / "facts" / site
+
+    def runner_fact_cache(self, site: str) -> dict[str, str]:
+        """ansible-runner's fact-cache arguments. Left alone, runner overrides ANSIBLE_CACHE_PLUGIN_CONNECTION
+        with a folder inside its private data dir, which fjord deletes after each run, so a rerun would gather
+        facts again; an absolute `fact_cache` is used as it is."""
+        if self.fact_cache:
+            return {"fact_cache_type": "jsonfile", "fact_cache": str(self.fact_cache_dir(site))}
+        return {"fact_cache_type": "memory"}
 
 
 def default_playbooks_dir() -> Path:
@@ -279,6 +291,9 @@ def run_playbook(
             tags=",".join(tags) or None,
             skip_tags=",".join(skip_tags) or None,
             forks=settings.forks,
+            # ansible-runner points the jsonfile fact cache into its per-run artifacts folder (a temporary
+            # folder here) unless told where it lives: name fjord's own, or keep its hands off stock settings.
+            **settings.runner_fact_cache(site),
             cmdline=cmdline or None,
             event_handler=collector,
             quiet=True,

@@ -1,0 +1,49 @@
+"""The ansible-runner wrapper on this machine (local connection, no testbed): fjord's fact cache outlives a run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fjord.adapters.ansible import AnsibleSettings, ProgressEvent, run_playbook
+
+PLAY = """
+- name: Facts
+  hosts: all
+  gather_facts: true
+  tasks:
+    - name: Facts | Use one
+      ansible.builtin.debug:
+        msg: "{{ ansible_facts.distribution }}"
+"""
+
+
+def _inventory() -> dict[str, object]:
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    return {"all": {"hosts": {"localhost": local}}}
+
+
+def _run(project: Path, settings: AnsibleSettings) -> list[str]:
+    events: list[ProgressEvent] = []
+    result = run_playbook(
+        "play.yml", _inventory(), site="t", playbooks_dir=project, settings=settings, on_event=events.append
+    )
+    assert result.ok, (result.error, result.hosts)
+    return [e.task for e in events if e.kind == "task"]
+
+
+def test_fjord_settings_gather_facts_once_across_runs(tmp_path: Path) -> None:
+    (tmp_path / "play.yml").write_text(PLAY)
+    settings = AnsibleSettings(state_dir=tmp_path / "state")
+    assert "Gathering Facts" in _run(tmp_path, settings)
+    assert [p.name for p in settings.fact_cache_dir("t").iterdir() if p.name.endswith("localhost")]
+    # The second run reads the cache (gathering = smart): no play gathers again.
+    assert "Gathering Facts" not in _run(tmp_path, settings)
+
+
+def test_stock_settings_gather_facts_every_run(tmp_path: Path) -> None:
+    (tmp_path / "play.yml").write_text(PLAY)
+    settings = AnsibleSettings.stock()
+    assert settings.runner_fact_cache("t") == {"fact_cache_type": "memory"}
+    for _ in range(2):
+        assert "Gathering Facts" in _run(tmp_path, settings)
