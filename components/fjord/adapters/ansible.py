@@ -7,7 +7,8 @@ none, and the result says so (`crashed`) with the tail of Ansible's output as th
 fjord's Ansible settings (`AnsibleSettings()`): Mitogen's strategy (one persistent Python interpreter per host,
 modules sent once and cached, instead of an AnsiballZ upload and a fresh interpreter per task), many forks, SSH
 pipelining, the `free` strategy (a fast host is not held back by a slow one), facts cached as JSON files in a
-private directory with `gathering = smart` (a rerun does not gather facts again), and SSH connections kept open
+private directory with `gathering = smart` (a rerun does not gather facts again) and only the fact subsets the
+roles read (`min,virtual,chroot`), and SSH connections kept open
 between runs (ControlPersist, control sockets in the same private directory). `AnsibleSettings.stock()` is
 ansible-core's defaults, the benchmark's baseline (`bench/ansible_site.py`).
 """
@@ -122,6 +123,9 @@ class AnsibleSettings:
     fact_cache: bool = True
     fact_cache_timeout_s: int = 7200
     control_persist_s: int = 600
+    gather_subset: str | None = "min,virtual,chroot"
+    """The facts a play gathers: what the roles read (distribution, service manager, kernel, virtualisation,
+    chroot), not the hardware inventory and mounts; None gathers everything (ansible-core's default)."""
     mitogen: bool = True
     """Run through Mitogen's strategy (`mitogen_<strategy>`): one persistent Python interpreter per host,
     modules sent once and cached, instead of a new AnsiballZ upload and interpreter per task."""
@@ -132,7 +136,15 @@ class AnsibleSettings:
     @classmethod
     def stock(cls) -> AnsibleSettings:
         """ansible-core's defaults: 5 forks, no pipelining, linear, facts gathered every play, ControlPersist 60s."""
-        return cls(forks=5, pipelining=False, strategy="linear", fact_cache=False, control_persist_s=60, mitogen=False)
+        return cls(
+            forks=5,
+            pipelining=False,
+            strategy="linear",
+            fact_cache=False,
+            control_persist_s=60,
+            gather_subset=None,
+            mitogen=False,
+        )
 
     def env(self, site: str) -> dict[str, str]:
         """ANSIBLE_* settings for ansible-runner's environment."""
@@ -146,6 +158,8 @@ class AnsibleSettings:
             "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist={self.control_persist_s}s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state / "cp"),
         }
+        if self.gather_subset:
+            env["ANSIBLE_GATHER_SUBSET"] = self.gather_subset
         if self.mitogen:
             import ansible_mitogen
 
