@@ -8,7 +8,7 @@ fjord's Ansible settings (`AnsibleSettings()`): Mitogen's strategy (one persiste
 modules sent once and cached, instead of an AnsiballZ upload and a fresh interpreter per task), many forks, SSH
 pipelining, the `free` strategy (a fast host is not held back by a slow one), facts cached as JSON files in a
 private directory with `gathering = smart` (a rerun does not gather facts again) and only the fact subsets the
-roles read (`min,virtual,chroot`), and SSH connections kept open
+roles read (`min,virtual,chroot`), facts not copied into top-level `ansible_*` variables, and SSH connections kept open
 between runs (ControlPersist, control sockets in the same private directory). `AnsibleSettings.stock()` is
 ansible-core's defaults, the benchmark's baseline (`bench/ansible_site.py`).
 """
@@ -126,6 +126,10 @@ class AnsibleSettings:
     gather_subset: str | None = "min,virtual,chroot"
     """The facts a play gathers: what the roles read (distribution, service manager, kernel, virtualisation,
     chroot), not the hardware inventory and mounts; None gathers everything (ansible-core's default)."""
+    inject_fact_vars: bool = False
+    """Also expose every fact as a top-level `ansible_*` variable (ansible-core's default, deprecated there). The
+    roles read `ansible_facts.*` only; without the copy, each task's variables are built without deep-copying
+    and cleaning the whole fact set again, the largest controller cost per task in a profile of a rerun."""
     mitogen: bool = True
     """Run through Mitogen's strategy (`mitogen_<strategy>`): one persistent Python interpreter per host,
     modules sent once and cached, instead of a new AnsiballZ upload and interpreter per task."""
@@ -143,6 +147,7 @@ class AnsibleSettings:
             fact_cache=False,
             control_persist_s=60,
             gather_subset=None,
+            inject_fact_vars=True,
             mitogen=False,
         )
 
@@ -155,6 +160,7 @@ class AnsibleSettings:
             "ANSIBLE_STRATEGY": self.strategy,
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
             "ANSIBLE_INVENTORY_ENABLED": "yaml",
+            "ANSIBLE_INJECT_FACT_VARS": str(self.inject_fact_vars),
             "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist={self.control_persist_s}s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state / "cp"),
         }
