@@ -16,6 +16,7 @@ What it proves on the machine:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -55,6 +56,7 @@ if not GPUS:
     pytest.skip("needs an NVIDIA GPU: nvidia-smi is missing or finds no GPU on this machine", allow_module_level=True)
 
 
+@functools.cache
 def _catalog_sku(gpu_name: str) -> Any:
     spec = importlib.util.spec_from_file_location("fjord_catalog_by_path", CATALOG)
     assert spec is not None
