@@ -107,8 +107,14 @@ def test_testbed_starts_clean_over_leftovers_and_tears_down() -> None:
     assert not tb.STATE.exists()
 
 
+def _chronyd(bed: Bed, host: tb.Host) -> list[str]:
+    """The running chronyd processes as 'pid args' lines."""
+    return bed.bed.ssh(host, "ps -o pid=,args= -C chronyd").stdout.strip().splitlines()
+
+
 def test_site_yml_converges_for_real(bed: Bed) -> None:
-    result = bed.run()
+    events: list[ProgressEvent] = []
+    result = bed.run(on_event=events.append)
     assert not result.crashed, result.error
     assert result.ok, {h: r.failures for h, r in result.hosts.items()}
     assert sorted(result.hosts) == sorted(h.name for h in bed.bed.hosts)
@@ -124,8 +130,15 @@ def test_site_yml_converges_for_real(bed: Bed) -> None:
         assert f"{pkg} install ok installed" in probe
     assert bed.bed.mirror_url in probe
     assert "90-fjord.conf" in probe
-    # Services really run: chronyd (with -x, the hosts may not set the shared clock).
-    assert "chronyd" in bed.bed.ssh(bed.host(1), "ps -eo comm").stdout.split()
+    # Services really run: chronyd, with -x (these hosts may not set the shared clock). It was started after
+    # its settings were written, so the restart their change notified is skipped on every host.
+    running = _chronyd(bed, bed.host(1))
+    assert running
+    assert all(" -x" in line for line in running)
+    by_kind = {(e.task, e.host): e.kind for e in events if e.kind in ("ok", "changed", "skipped")}
+    for host in result.hosts:
+        assert by_kind[("Base | Start chrony", host)] == "changed"
+        assert by_kind[("Base | Restart chrony", host)] == "skipped"
 
 
 def test_second_run_changes_nothing(bed: Bed) -> None:
@@ -135,6 +148,25 @@ def test_second_run_changes_nothing(bed: Bed) -> None:
     assert {h: r.changed for h, r in result.hosts.items()} == dict.fromkeys(result.hosts, 0)
     # The facts of the first run come from fjord's fact cache: no play gathers them again.
     assert not [e for e in events if e.task == "Gathering Facts"]
+
+
+def test_a_changed_chrony_setting_restarts_the_running_chronyd(bed: Bed) -> None:
+    host = bed.host(2)
+    before = _chronyd(bed, host)
+    assert before
+    # Drift: someone edited chronyd's options on a host where it runs.
+    bed.bed.ssh(host, "sed -i 's/^DAEMON_OPTS=.*/DAEMON_OPTS=\"-F 1\"/' /etc/default/chrony")
+    events: list[ProgressEvent] = []
+    result = bed.run(limit=[host.name], on_event=events.append)
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    kinds = {e.task: e.kind for e in events if e.host == host.name and e.kind in ("ok", "changed", "skipped")}
+    assert kinds["Base | Keep chronyd off the clock where the host does not own its kernel"] == "changed"
+    assert kinds["Base | Start chrony"] == "ok"
+    assert kinds["Base | Restart chrony"] == "changed"
+    after = _chronyd(bed, host)
+    assert after
+    assert after != before  # a new process...
+    assert all(" -x" in line for line in after)  # ...with the setting restored
 
 
 def test_packages_come_from_the_local_mirror_only(bed: Bed) -> None:
