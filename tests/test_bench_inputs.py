@@ -28,3 +28,17 @@ def test_plan_scale_synthetic_sites_validate_and_size(gpus: int) -> None:
     raw = _bench("plan_scale").synthetic_site(gpus)
     size = size_site(load_site(raw, f"{gpus}"))
     assert abs(size.gpus - gpus) <= 72
+
+
+@pytest.mark.parametrize("stack", ["dev", "uk"])
+def test_plan_scale_floor_builds_what_the_program_registers(stack: str) -> None:
+    """The floor row measures real work: every host the stack's plan exports, with its per-unit values."""
+    from fjord.spec.load import read_stack
+
+    bench = _bench("plan_scale")
+    cfg = read_stack(stack, bench.STACKS)
+    hosts = size_site(load_site(cfg.site, stack)).hosts()
+    own = bench.floor(stack)
+    assert own["inventory_hosts"] == len(hosts) > 0
+    assert own["values"] > len(hosts)  # BMC endpoints and inventory JSON of every unit, platform objects
+    assert own["seconds"] > 0
