@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from fjord.adapters.ansible import AnsibleSettings, ProgressEvent, run_playbook
 
 PLAY = """
@@ -47,3 +49,30 @@ def test_stock_settings_gather_facts_every_run(tmp_path: Path) -> None:
     assert settings.runner_fact_cache("t") == {"fact_cache_type": "memory"}
     for _ in range(2):
         assert "Gathering Facts" in _run(tmp_path, settings)
+
+
+POLL_PLAY = """\
+- name: Report the settings the run uses
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the strategy loop's poll interval
+      ansible.builtin.copy:
+        dest: "{{ out }}"
+        content: "{{ lookup('ansible.builtin.config', 'DEFAULT_INTERNAL_POLL_INTERVAL') }}"
+        mode: "0600"
+"""
+
+
+@pytest.mark.parametrize(("profile", "expected"), [("fjord", "0.01"), ("stock", "0.001")])
+def test_runs_read_fjords_config_and_no_stray_ansible_cfg(tmp_path: Path, profile: str, expected: str) -> None:
+    settings = AnsibleSettings(state_dir=tmp_path / "state") if profile == "fjord" else AnsibleSettings.stock()
+    # A stray ansible.cfg next to the playbooks (ansible-core reads ./ansible.cfg) must not change the run.
+    (tmp_path / "play.yml").write_text(POLL_PLAY)
+    (tmp_path / "ansible.cfg").write_text("[defaults]\ninternal_poll_interval = 0.5\n")
+    out = tmp_path / "poll.txt"
+    result = run_playbook(
+        "play.yml", _inventory(), site="t", playbooks_dir=tmp_path, settings=settings, extra_vars={"out": str(out)}
+    )
+    assert result.ok, (result.error, result.hosts)
+    assert out.read_text() == expected

@@ -130,6 +130,11 @@ class AnsibleSettings:
     """Also expose every fact as a top-level `ansible_*` variable (ansible-core's default, deprecated there). The
     roles read `ansible_facts.*` only; without the copy, each task's variables are built without deep-copying
     and cleaning the whole fact set again, the largest controller cost per task in a profile of a rerun."""
+    internal_poll_interval_s: float = 0.01
+    """How long ansible-playbook's strategy loop sleeps between looks at its workers' results (ansible-core's
+    `internal_poll_interval`, 0.001 s by default). At 1 ms the loop wakes a thousand times a second while a host
+    installs packages: ~3.4 s of the controller's CPU in a first run of site.yml on four testbed hosts, CPU the
+    hosts need. 10 ms adds at most that much per task (bench/ansible_site.py, README "Speed")."""
     mitogen: bool = True
     """Run through Mitogen's strategy (`mitogen_<strategy>`): one persistent Python interpreter per host,
     modules sent once and cached, instead of a new AnsiballZ upload and interpreter per task."""
@@ -148,6 +153,7 @@ class AnsibleSettings:
             control_persist_s=60,
             gather_subset=None,
             inject_fact_vars=True,
+            internal_poll_interval_s=0.001,
             mitogen=False,
         )
 
@@ -183,6 +189,12 @@ class AnsibleSettings:
         else:
             env |= {"ANSIBLE_GATHERING": "implicit", "ANSIBLE_CACHE_PLUGIN": "memory"}
         return env
+
+    def config(self) -> str:
+        """The ansible.cfg of a run: the settings ansible-core reads from no environment variable. A run reads
+        only this file (ANSIBLE_CONFIG), never an ansible.cfg from the working directory, home or /etc, so a
+        stray file cannot change how fjord's playbooks run."""
+        return f"[defaults]\ninternal_poll_interval = {self.internal_poll_interval_s}\n"
 
     def fact_cache_dir(self, site: str) -> Path:
         """Where the JSON fact cache of `site` lives (shared by every run for that site)."""
@@ -297,6 +309,11 @@ def run_playbook(
         private = Path(tmp)
         (private / "inventory").mkdir()
         (private / "inventory" / "hosts.json").write_text(json.dumps(inventory), encoding="utf-8")
+        (private / "ansible.cfg").write_text(settings.config(), encoding="utf-8")
+        env = settings.env(site) | {
+            "ANSIBLE_CONFIG": str(private / "ansible.cfg"),
+            "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+        }
         cmdline = " ".join(["--check", "--diff"] if check else [])
         # ansible-playbook from this interpreter's environment first (a venv's bin may not be on PATH).
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -305,7 +322,7 @@ def run_playbook(
             project_dir=str(project),
             playbook=playbook,
             inventory=str(private / "inventory" / "hosts.json"),
-            envvars=settings.env(site) | {"ANSIBLE_LOCAL_TEMP": str(private / "tmp"), "PATH": path},
+            envvars=env | {"PATH": path},
             extravars=dict(extra_vars or {}),
             limit=",".join(limit) or None,
             tags=",".join(tags) or None,
