@@ -6,9 +6,10 @@ asserts. With --repeat, the rounds alternate which profile goes first and the fi
 Same hosts, same run: the testbed (tests/testbed.py) boots N fresh Debian 12 hosts once; each settings
 profile gets freshly reset hosts (their overlay thrown away) and its own empty fact cache, then runs
 site.yml twice: the first run (installs and configures everything from the local mirror) and a no-change
-rerun. fjord: `AnsibleSettings()` (forks 50, pipelining, free strategy, JSON fact cache with gathering
-smart, ControlPersist 600 s, strategy loop polling every 10 ms). Stock: `AnsibleSettings.stock()` (forks 5,
-no pipelining, linear, facts gathered every play, ControlPersist 60 s, polling every 1 ms).
+rerun. fjord: `AnsibleSettings()` (forks 50, pipelining, Mitogen's free strategy without its CPU pinning, JSON
+fact cache with gathering smart, ControlPersist 600 s, strategy loop polling every 5 ms). Stock:
+`AnsibleSettings.stock()` (forks 5, no pipelining, linear, facts gathered every play, ControlPersist 60 s,
+polling every 1 ms).
 Targets (information only): fjord's first run at least 2x faster than stock's, and its rerun under 40 % of
 its first run.
 """

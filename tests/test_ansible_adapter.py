@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -64,7 +65,7 @@ POLL_PLAY = """\
 """
 
 
-@pytest.mark.parametrize(("profile", "expected"), [("fjord", "0.01"), ("stock", "0.001")])
+@pytest.mark.parametrize(("profile", "expected"), [("fjord", "0.005"), ("stock", "0.001")])
 def test_runs_read_fjords_config_and_no_stray_ansible_cfg(tmp_path: Path, profile: str, expected: str) -> None:
     settings = AnsibleSettings(state_dir=tmp_path / "state") if profile == "fjord" else AnsibleSettings.stock()
     # A stray ansible.cfg next to the playbooks (ansible-core reads ./ansible.cfg) must not change the run.
@@ -76,3 +77,50 @@ def test_runs_read_fjords_config_and_no_stray_ansible_cfg(tmp_path: Path, profil
     )
     assert result.ok, (result.error, result.hosts)
     assert out.read_text() == expected
+
+
+AFFINITY_PLAY = """\
+- name: Report where the controller's workers may run
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the status of this task's worker process
+      ansible.builtin.copy:
+        # A lookup runs on the controller, in the worker process Ansible forked for this task.
+        content: "{{ lookup('ansible.builtin.file', '/proc/self/status') }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+def _cpus(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        cpus |= set(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+@pytest.mark.parametrize("pinning", [False, True])
+def test_mitogen_workers_are_not_pinned_to_one_cpu_unless_asked(tmp_path: Path, pinning: bool) -> None:
+    mine = os.sched_getaffinity(0)
+    if pinning and len(mine) < 2:
+        pytest.skip("Mitogen pins nothing on a machine with one CPU: nothing to compare")
+    (tmp_path / "play.yml").write_text(AFFINITY_PLAY)
+    out = tmp_path / "cpus.txt"
+    settings = AnsibleSettings(state_dir=tmp_path / "state", mitogen_cpu_pinning=pinning)
+    result = run_playbook(
+        "play.yml", _inventory(), site="t", playbooks_dir=tmp_path, settings=settings, extra_vars={"out": str(out)}
+    )
+    assert result.ok, (result.error, result.hosts)
+    status = dict(line.split(":", 1) for line in out.read_text().splitlines() if ":" in line)
+    worker = _cpus(status["Cpus_allowed_list"])
+    if pinning:
+        assert len(worker) == 1, worker  # Mitogen's own scheme: each worker on one CPU
+    else:
+        assert worker == mine  # fjord's default: the worker may run wherever this test may
+
+
+def test_a_strategy_mitogen_lacks_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"strategy: 'debug' has no Mitogen strategy; allowed: free, linear"):
+        AnsibleSettings(strategy="debug").env("t")

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import ansible_runner
 
+from fjord.adapters import ansible_strategy
+
 EventKind = Literal["play", "task", "ok", "changed", "failed", "unreachable", "skipped"]
 
 
@@ -130,14 +132,20 @@ class AnsibleSettings:
     """Also expose every fact as a top-level `ansible_*` variable (ansible-core's default, deprecated there). The
     roles read `ansible_facts.*` only; without the copy, each task's variables are built without deep-copying
     and cleaning the whole fact set again, the largest controller cost per task in a profile of a rerun."""
-    internal_poll_interval_s: float = 0.01
+    internal_poll_interval_s: float = 0.005
     """How long ansible-playbook's strategy loop sleeps between looks at its workers' results (ansible-core's
-    `internal_poll_interval`, 0.001 s by default). At 1 ms the loop wakes a thousand times a second while a host
-    installs packages: ~3.4 s of the controller's CPU in a first run of site.yml on four testbed hosts, CPU the
-    hosts need. 10 ms adds at most that much per task (bench/ansible_site.py, README "Speed")."""
+    `internal_poll_interval`, 0.001 s by default). At 1 ms the loop wakes a thousand times a second while hosts
+    install packages, CPU the hosts on a small controller need. site.yml on four testbed hosts (2 CPUs, 3 rounds,
+    same run): 1 ms: first run 28.4 s, rerun 8.0 s, controller CPU 17.0 s; 5 ms: 26.8 s, 8.2 s, 14.8 s; 10 ms:
+    26.4 s, 8.8 s, 13.9 s (each poll can delay a task's successor by that much, which a rerun feels)."""
     mitogen: bool = True
     """Run through Mitogen's strategy (`mitogen_<strategy>`): one persistent Python interpreter per host,
     modules sent once and cached, instead of a new AnsiballZ upload and interpreter per task."""
+    mitogen_cpu_pinning: bool = False
+    """Keep Mitogen's fixed CPU pinning. Off by default: on a controller with fewer than four CPUs Mitogen puts the
+    strategy process and every worker on one CPU (fjord.adapters.ansible_strategy); unpinned, site.yml on four
+    testbed hosts ran its first run in 26.8 s instead of 30.0 s and its rerun in 9.1 s instead of 11.6 s (2 CPUs,
+    3 rounds each, same run, polling every 10 ms)."""
     state_dir: Path | None = None
     """Private directory (0700) for the fact cache and SSH control sockets; default ~/.cache/fjord/ansible
     or $FJORD_ANSIBLE_STATE."""
@@ -172,11 +180,19 @@ class AnsibleSettings:
         }
         if self.gather_subset:
             env["ANSIBLE_GATHER_SUBSET"] = self.gather_subset
-        if self.mitogen:
+        if self.mitogen and self.mitogen_cpu_pinning:
             import ansible_mitogen
 
             plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
             env |= {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": f"mitogen_{self.strategy}"}
+        elif self.mitogen:
+            if self.strategy not in ansible_strategy.STRATEGIES:
+                allowed = ", ".join(ansible_strategy.STRATEGIES)
+                raise ValueError(f"strategy: {self.strategy!r} has no Mitogen strategy; allowed: {allowed}")
+            env |= {
+                "ANSIBLE_STRATEGY_PLUGINS": str(ansible_strategy.PLUGIN_DIR),
+                "ANSIBLE_STRATEGY": f"fjord_mitogen_{self.strategy}",
+            }
         if self.fact_cache:
             facts = self.fact_cache_dir(site)
             facts.mkdir(parents=True, exist_ok=True, mode=0o700)
