@@ -101,14 +101,16 @@ def _cpus(text: str) -> set[int]:
     return cpus
 
 
-@pytest.mark.parametrize("pinning", [False, True])
-def test_mitogen_workers_are_not_pinned_to_one_cpu_unless_asked(tmp_path: Path, pinning: bool) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "pinning"), [("free", False), ("linear", False), ("host_pinned", False), ("free", True)]
+)
+def test_mitogen_workers_are_not_pinned_to_one_cpu_unless_asked(tmp_path: Path, strategy: str, pinning: bool) -> None:
     mine = os.sched_getaffinity(0)
     if pinning and len(mine) < 2:
         pytest.skip("Mitogen pins nothing on a machine with one CPU: nothing to compare")
     (tmp_path / "play.yml").write_text(AFFINITY_PLAY)
     out = tmp_path / "cpus.txt"
-    settings = AnsibleSettings(state_dir=tmp_path / "state", mitogen_cpu_pinning=pinning)
+    settings = AnsibleSettings(state_dir=tmp_path / "state", strategy=strategy, mitogen_cpu_pinning=pinning)
     result = run_playbook(
         "play.yml", _inventory(), site="t", playbooks_dir=tmp_path, settings=settings, extra_vars={"out": str(out)}
     )
