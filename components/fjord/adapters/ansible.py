@@ -139,8 +139,9 @@ class AnsibleSettings:
     same run): 1 ms: first run 28.4 s, rerun 8.0 s, controller CPU 17.0 s; 5 ms: 26.8 s, 8.2 s, 14.8 s; 10 ms:
     26.4 s, 8.8 s, 13.9 s (each poll can delay a task's successor by that much, which a rerun feels)."""
     mitogen: bool = True
-    """Run through Mitogen's strategy (`mitogen_<strategy>`): one persistent Python interpreter per host,
-    modules sent once and cached, instead of a new AnsiballZ upload and interpreter per task."""
+    """Run through Mitogen's strategy (`fjord_mitogen_<strategy>`, or Mitogen's own `mitogen_<strategy>` with
+    `mitogen_cpu_pinning`): one persistent Python interpreter per host, modules sent once and cached, instead of
+    a new AnsiballZ upload and interpreter per task."""
     mitogen_cpu_pinning: bool = False
     """Keep Mitogen's fixed CPU pinning. Off by default: on a controller with fewer than four CPUs Mitogen puts the
     strategy process and every worker on one CPU (fjord.adapters.ansible_strategy); unpinned, site.yml on four
