@@ -151,6 +151,13 @@ class AnsibleSettings:
     """Private directory (0700) for the fact cache and SSH control sockets; default ~/.cache/fjord/ansible
     or $FJORD_ANSIBLE_STATE."""
 
+    def __post_init__(self) -> None:
+        # Mitogen ships free, linear and host_pinned only (fjord's unpinned plugins mirror them): refuse any other
+        # strategy when the settings are made, not when a run is already being prepared.
+        if self.mitogen and self.strategy not in ansible_strategy.STRATEGIES:
+            allowed = ", ".join(ansible_strategy.STRATEGIES)
+            raise ValueError(f"strategy: {self.strategy!r} has no Mitogen strategy; allowed: {allowed}")
+
     @classmethod
     def stock(cls) -> AnsibleSettings:
         """ansible-core's defaults: 5 forks, no pipelining, linear, facts gathered every play, ControlPersist 60s."""
@@ -187,9 +194,6 @@ class AnsibleSettings:
             plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
             env |= {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": f"mitogen_{self.strategy}"}
         elif self.mitogen:
-            if self.strategy not in ansible_strategy.STRATEGIES:
-                allowed = ", ".join(ansible_strategy.STRATEGIES)
-                raise ValueError(f"strategy: {self.strategy!r} has no Mitogen strategy; allowed: {allowed}")
             env |= {
                 "ANSIBLE_STRATEGY_PLUGINS": str(ansible_strategy.PLUGIN_DIR),
                 "ANSIBLE_STRATEGY": f"fjord_mitogen_{self.strategy}",
