@@ -188,16 +188,13 @@ class AnsibleSettings:
         }
         if self.gather_subset:
             env["ANSIBLE_GATHER_SUBSET"] = self.gather_subset
-        if self.mitogen and self.mitogen_cpu_pinning:
-            import ansible_mitogen
+        if self.mitogen:
+            plugins, prefix = ansible_strategy.PLUGIN_DIR, "fjord_mitogen"
+            if self.mitogen_cpu_pinning:
+                import ansible_mitogen
 
-            plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
-            env |= {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": f"mitogen_{self.strategy}"}
-        elif self.mitogen:
-            env |= {
-                "ANSIBLE_STRATEGY_PLUGINS": str(ansible_strategy.PLUGIN_DIR),
-                "ANSIBLE_STRATEGY": f"fjord_mitogen_{self.strategy}",
-            }
+                plugins, prefix = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy", "mitogen"
+            env |= {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": f"{prefix}_{self.strategy}"}
         if self.fact_cache:
             facts = self.fact_cache_dir(site)
             facts.mkdir(parents=True, exist_ok=True, mode=0o700)
