@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,17 @@ def bench_plan(stack: str, repeat: int) -> list[dict[str, Any]]:
     loaded = baseline_child(resources - 1, repeat, hosts)
     figures = (fjord["wall"], fjord["rss"]), (loaded["wall"], loaded["rss"])
     rows.append(row(f"  vs bare + {hosts:,}-host export", f"{resources:,} res", *figures, "information"))
+    # The same resources through bare Pulumi: what Pulumi itself costs for exactly what fjord registers.
+    with tempfile.TemporaryDirectory() as tmp:
+        recorded = Path(tmp) / f"{stack}.json"
+        run_child([sys.executable, str(Path(__file__).resolve()), "--record", stack, str(recorded)], 1)
+        same = run_child([sys.executable, str(Path(__file__).resolve()), "--replay", str(recorded)], repeat)
+    if int(same["data"]["resources"]) != resources:
+        raise RuntimeError(f"replay of {stack} registered {same['data']['resources']} resources, not {resources}")
+    figures = (fjord["wall"], fjord["rss"]), (same["wall"], same["rss"])
+    ratio = fjord["wall"] / same["wall"]
+    rows.append(row("  vs bare, same resources", f"{resources:,} res", *figures, f"<= 1.3x: {verdict(ratio <= 1.3)}"))
+    rows[0]["same_inproc_s"] = same["inproc"]
     # The floor: fjord's own work for this stack without Pulumi, added to the bare program's wall time.
     own = run_child([sys.executable, str(Path(__file__).resolve()), "--floor", stack], repeat)
     best = base["wall"] + own["inproc"]
@@ -213,6 +225,111 @@ def floor(stack: str) -> dict[str, Any]:
         "inventory_hosts": len(inventory),
         "values": values,
         "seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def record(stack: str, into: str) -> dict[str, Any]:
+    """Plan `stack` with fjord (run in a child via --record) and write every registration to `into` as JSON:
+    type, name, parent, custom, the inputs as sent to the engine, a component's registered outputs, and the
+    stack's exports. `replay` registers exactly this through bare Pulumi."""
+    from google.protobuf import json_format  # type: ignore[import-untyped]
+
+    from fjord.plan import mocks as plan_mocks
+    from fjord.plan import worker
+    from fjord.spec.load import read_stack
+
+    records: list[dict[str, Any]] = []
+    outputs: dict[str, Any] = {}
+
+    class Recorder(plan_mocks.RecordingMonitor):
+        def RegisterResource(self, request: Any) -> Any:
+            if request.type != plan_mocks.STACK_TYPE:
+                records.append(
+                    {
+                        "urn": self.make_urn(request.parent, request.type, request.name),
+                        "type": request.type,
+                        "name": request.name,
+                        "parent": request.parent,
+                        "custom": request.custom,
+                        "inputs": json_format.MessageToDict(request.object),
+                    }
+                )
+            return super().RegisterResource(request)
+
+        def RegisterResourceOutputs(self, request: Any) -> Any:
+            outputs[request.urn] = json_format.MessageToDict(request.outputs)
+            return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
+
+    worker.__dict__["RecordingMonitor"] = Recorder  # the worker builds its monitor from this name
+    result = worker.run(read_stack(stack, STACKS))
+    exports = worker.stack_outputs()
+    Path(into).write_text(json.dumps({"records": records, "outputs": outputs, "exports": exports}))
+    return {"resources": result["resources"], "seconds": result["seconds"], "peak_rss_mib": result["peak_rss_mib"]}
+
+
+def replay(path: str) -> dict[str, Any]:
+    """A bare Pulumi mock program registering the resources `record` wrote (run in a child via --replay):
+    the same types, names, parents and inputs, the components' outputs and the stack's exports, under a mock
+    that echoes inputs as state as fjord's plan does. No fjord module is imported; reading the JSON is this
+    program's counterpart of fjord reading and sizing its stack, and is timed with it."""
+    import pulumi
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    started = time.perf_counter()
+    plan = json.loads(Path(path).read_text())
+    loaded = time.perf_counter() - started
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+            return f"{args.name}-id", dict(args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[Any] | None]:
+            return {}, None
+
+    mocks = Mocks()
+    monitor = MockMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="fjord", stack="replay", preview=True, monitor=monitor)
+
+    async def ready(value: Any) -> Any:
+        return value
+
+    def known(value: Any) -> pulumi.Output[Any]:  # as fjord exports plain data (fjord.components._outputs)
+        return pulumi.Output.from_input(0).apply(lambda _: ready(value))
+
+    exported: list[pulumi.Output[Any]] = []
+
+    def program() -> None:
+        made: dict[str, pulumi.Resource] = {}
+        for rec in plan["records"]:
+            parent = made.get(rec["parent"])
+            opts = pulumi.ResourceOptions(parent=parent) if parent is not None else None
+            res: pulumi.Resource
+            if rec["custom"]:
+                res = pulumi.CustomResource(rec["type"], rec["name"], dict(rec["inputs"]), opts)
+            else:
+                res = pulumi.ComponentResource(rec["type"], rec["name"], None, opts)
+            made[rec["urn"]] = res
+        for urn, outs in plan["outputs"].items():
+            component = made.get(urn)
+            if isinstance(component, pulumi.ComponentResource):
+                component.register_outputs(outs)
+        for key, value in plan["exports"].items():
+            out = known(value)
+            pulumi.export(key, out)
+            exported.append(out)
+
+    _sync_await(run_pulumi_func(program))
+    for out in exported:
+        _sync_await(out.future())
+    return {
+        "resources": len(monitor.resources) + 1,
+        "by_type": dict(Counter(urn.split("::")[2].split("$")[-1] for urn in monitor.resources)),
+        "fjord_modules": sorted(m for m in sys.modules if m == "fjord" or m.startswith("fjord.")),
+        "seconds": round(time.perf_counter() - started, 3),
+        "load_s": round(loaded, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -305,7 +422,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"  {r['case']}: in-process {r['fjord_inproc_s']:.3f} s vs bare {r['base_inproc_s']:.3f} s"
                 f" (x{r['fjord_inproc_s'] / r['base_inproc_s']:.2f}); exports carry"
                 f" {r['inventory_hosts']:,} inventory hosts, the baseline none; fjord's own work (no Pulumi)"
-                f" {r['own_work_s']:.3f} s"
+                f" {r['own_work_s']:.3f} s; the same resources through bare Pulumi {r['same_inproc_s']:.3f} s"
             )
 
 
@@ -317,10 +434,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--baseline", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--hosts", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--floor", metavar="STACK", help=argparse.SUPPRESS)
+    parser.add_argument("--record", nargs=2, metavar=("STACK", "FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor is not None:
         json.dump(floor(args.floor), sys.stdout)
         return 0
+    if args.record is not None or args.replay is not None:
+        json.dump(record(*args.record) if args.record is not None else replay(args.replay), sys.stdout)
+        sys.stdout.flush()
+        os._exit(0)
     if args.baseline is not None:
         json.dump(baseline(args.baseline, args.hosts), sys.stdout)
         sys.stdout.flush()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -42,3 +46,24 @@ def test_plan_scale_floor_builds_what_the_program_registers(stack: str) -> None:
     assert own["inventory_hosts"] == len(hosts) > 0
     assert own["values"] > len(hosts)  # BMC endpoints and inventory JSON of every unit, platform objects
     assert own["seconds"] > 0
+
+
+def test_plan_scale_same_resources_baseline_replays_what_fjord_registers(tmp_path: Path) -> None:
+    """The "vs bare, same resources" row: bare Pulumi registers exactly the resources of fjord's plan, without
+    importing fjord, so the ratio measures fjord's own cost and nothing else."""
+
+    def child(*args: str) -> dict[str, object]:
+        cmd = [sys.executable, str(BENCH / "plan_scale.py"), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
+        result: dict[str, object] = json.loads(proc.stdout)
+        return result
+
+    recorded = tmp_path / "dev.json"
+    fjord_plan = child("--record", "dev", str(recorded))
+    replayed = child("--replay", str(recorded))
+    records = json.loads(recorded.read_text())["records"]
+    assert replayed["resources"] == fjord_plan["resources"] == len(records) + 1  # + the root stack
+    assert replayed["by_type"] == dict(Counter(r["type"] for r in records))
+    assert "pulumi-python:dynamic/baremetal:NodePool" in replayed["by_type"]
+    assert any(r["custom"] and r["inputs"] for r in records)  # inputs are replayed, not empty shells
+    assert replayed["fjord_modules"] == []

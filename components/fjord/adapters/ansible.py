@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import ansible_runner
-
 from fjord.adapters import ansible_strategy
 
 EventKind = Literal["play", "task", "ok", "changed", "failed", "unreachable", "skipped"]
@@ -335,6 +333,10 @@ def run_playbook(
         cmdline = " ".join(["--check", "--diff"] if check else [])
         # ansible-playbook from this interpreter's environment first (a venv's bin may not be on PATH).
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        # Imported here, not at the top: planning a site registers HostConfig resources through this module
+        # but never runs a playbook, and ansible-runner's import is ~20 ms of every plan.
+        import ansible_runner
+
         runner = ansible_runner.run(
             private_data_dir=str(private),
             project_dir=str(project),
