@@ -246,33 +246,60 @@ def record(stack: str, into: str) -> dict[str, Any]:
     from fjord.plan import worker
     from fjord.spec.load import read_stack
 
-    records: list[dict[str, Any]] = []
+    inputs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
 
     class Recorder(plan_mocks.RecordingMonitor):
+        """fjord's plan monitor, which records each registration, plus its inputs and outputs as sent."""
+
         def RegisterResource(self, request: Any) -> Any:
-            if request.type != plan_mocks.STACK_TYPE:
-                records.append(
-                    {
-                        "urn": self.make_urn(request.parent, request.type, request.name),
-                        "type": request.type,
-                        "name": request.name,
-                        "parent": request.parent,
-                        "custom": request.custom,
-                        "inputs": json_format.MessageToDict(request.object),
-                    }
-                )
+            # Registrations arrive on several threads: key by this request's URN, not the newest record.
+            inputs[self.make_urn(request.parent, request.type, request.name)] = json_format.MessageToDict(
+                request.object
+            )
             return super().RegisterResource(request)
 
         def RegisterResourceOutputs(self, request: Any) -> Any:
             outputs[request.urn] = json_format.MessageToDict(request.outputs)
             return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
-    worker.__dict__["RecordingMonitor"] = Recorder  # the worker builds its monitor from this name
-    result = worker.run(read_stack(stack, STACKS))
+    result = worker.run(read_stack(stack, STACKS), monitor_type=Recorder)
+    records = [
+        {"urn": r["urn"], "type": r["type"], "name": r["name"], "parent": r["parent"], "custom": r["custom"]}
+        | {"inputs": inputs[r["urn"]]}
+        for r in result["tree"]
+    ]
     exports = worker.stack_outputs()
     Path(into).write_text(json.dumps({"records": records, "outputs": outputs, "exports": exports}))
     return {"resources": result["resources"], "seconds": result["seconds"], "peak_rss_mib": result["peak_rss_mib"]}
+
+
+def _bare_pulumi(stack: str, echo_inputs: bool) -> Any:
+    """Pulumi's mock runtime with its stock monitor (returned); custom resources' state: their inputs, or {}."""
+    import pulumi
+    from pulumi.runtime.mocks import MockMonitor
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+            return f"{args.name}-id", dict(args.inputs) if echo_inputs else {}
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[Any] | None]:
+            return {}, None
+
+    mocks = Mocks()
+    monitor = MockMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=stack, stack=stack, preview=True, monitor=monitor)
+    return monitor
+
+
+def _known(value: Any) -> Any:
+    """A known Output of plain data, made as fjord makes its exports (`fjord.components._outputs.plain`)."""
+    import pulumi
+
+    async def ready() -> Any:
+        return value
+
+    return pulumi.Output.from_input(0).apply(lambda _: ready())
 
 
 def replay(path: str) -> dict[str, Any]:
@@ -281,31 +308,13 @@ def replay(path: str) -> dict[str, Any]:
     that echoes inputs as state as fjord's plan does. No fjord module is imported; reading the JSON is this
     program's counterpart of fjord reading and sizing its stack, and is timed with it."""
     import pulumi
-    from pulumi.runtime.mocks import MockMonitor
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
     started = time.perf_counter()
     plan = json.loads(Path(path).read_text())
     loaded = time.perf_counter() - started
-
-    class Mocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-            return f"{args.name}-id", dict(args.inputs)
-
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[Any] | None]:
-            return {}, None
-
-    mocks = Mocks()
-    monitor = MockMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="fjord", stack="replay", preview=True, monitor=monitor)
-
-    async def ready(value: Any) -> Any:
-        return value
-
-    def known(value: Any) -> pulumi.Output[Any]:  # as fjord exports plain data (fjord.components._outputs)
-        return pulumi.Output.from_input(0).apply(lambda _: ready(value))
-
+    monitor = _bare_pulumi("replay", echo_inputs=True)
     exported: list[pulumi.Output[Any]] = []
 
     def program() -> None:
@@ -324,7 +333,7 @@ def replay(path: str) -> dict[str, Any]:
             if isinstance(component, pulumi.ComponentResource):
                 component.register_outputs(outs)
         for key, value in plan["exports"].items():
-            out = known(value)
+            out = _known(value)
             pulumi.export(key, out)
             exported.append(out)
 
@@ -348,31 +357,17 @@ def baseline(n: int, hosts: int = 0) -> dict[str, Any]:
     resolves it at the end, as fjord's program and plan worker do.
     """
     import pulumi
-    from pulumi.runtime.mocks import MockMonitor
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
     started = time.perf_counter()
-
-    class Mocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-            return f"{args.name}-id", {}
-
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[Any] | None]:
-            return {}, None
 
     class Thing(pulumi.ComponentResource):
         def __init__(self, name: str) -> None:
             super().__init__("bench:index:Thing", name, None, None)
             self.register_outputs({})
 
-    mocks = Mocks()
-    monitor = MockMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="bench", stack="bench", preview=True, monitor=monitor)
-
-    async def ready(value: Any) -> Any:
-        return value
-
+    monitor = _bare_pulumi("bench", echo_inputs=False)
     exported: list[pulumi.Output[Any]] = []
 
     def program() -> None:
@@ -392,7 +387,7 @@ def baseline(n: int, hosts: int = 0) -> dict[str, Any]:
                 }
                 for i in range(hosts)
             ]
-            out = pulumi.Output.from_input(0).apply(lambda _: ready(inventory))
+            out = _known(inventory)
             pulumi.export("inventory", out)
             exported.append(out)
 

@@ -48,11 +48,12 @@ def stack_outputs() -> dict[str, Any]:
     return _sync_await(resolve())
 
 
-def run(cfg: StackConfig) -> dict[str, Any]:
+def run(cfg: StackConfig, monitor_type: type[RecordingMonitor] = RecordingMonitor) -> dict[str, Any]:
+    """Plan the stack; `monitor_type` may record more of each registration (bench/plan_scale.py does)."""
     started = time.perf_counter()
     pulumi.runtime.set_all_config(pulumi_config(cfg), secret_keys=list(cfg.secret_keys))
     mocks = PlanMocks()
-    monitor = RecordingMonitor(mocks)
+    monitor = monitor_type(mocks)
     pulumi.runtime.set_mocks(mocks, project="fjord", stack=cfg.stack, preview=True, monitor=monitor)
 
     from fjord import program  # imported after set_mocks, as Pulumi's testing guide requires
