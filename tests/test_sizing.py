@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fjord.sizing.fabric import size_fabric
-from fjord.sizing.ipam import Allocator, prefix_for
+from fjord.sizing.ipam import Allocator, Subnet, ip_range, prefix_for
 from fjord.sizing.site import size_site
 from fjord.spec.catalog import SWITCH_CATALOG
 from fjord.spec.load import default_site, load_site
@@ -130,6 +130,37 @@ def test_ipam_prefixes_and_alignment() -> None:
     alloc.allocate(200)
     assert alloc.overflow
     assert alloc.minimum_prefix() == 21
+
+
+@pytest.mark.parametrize(
+    ("start", "count"),
+    [("10.0.0.2", 0), ("10.0.0.2", 1), ("10.0.0.250", 10), ("10.0.255.200", 400), ("10.255.255.250", 20)],
+)
+def test_ip_range_formats_like_ipaddress_across_octet_boundaries(start: str, count: int) -> None:
+    first = int(ipaddress.IPv4Address(start))
+    assert ip_range(first, count) == [str(ipaddress.IPv4Address(first + i)) for i in range(count)]
+
+
+def test_subnet_hosts_in_bulk_equal_host_by_host() -> None:
+    net = Subnet(int(ipaddress.IPv4Address("10.64.3.0")), 22)
+    assert net.hosts(700) == [net.host(j) for j in range(700)]
+
+
+@pytest.mark.parametrize("stack", ["uk", "narvik"])
+def test_unit_nodes_take_the_jth_address_of_every_subnet(stack: str) -> None:
+    """Nodes are built column by column (Subnet.hosts); node j still has host j of each of its unit's subnets."""
+    size = size_site(load_site(stack_site(stack)))
+    for cluster in size.clusters:
+        for unit in (cluster.units[0], cluster.units[-1]):
+            for j, n in enumerate(unit.nodes()):
+                assert (n.bmc, n.management, n.storage) == (
+                    unit.bmc.host(j),
+                    unit.management.host(j),
+                    unit.storage.host(j),
+                )
+                assert n.compute == tuple(rail.host(j) for rail in unit.rails)
+                assert n.name == f"{unit.host_prefix}-su{unit.index:03d}-n{j:03d}"
+                assert (n.cluster, n.scalable_unit, n.hall) == (cluster.name, unit.index, unit.hall)
 
 
 def test_fabric_single_leaf_needs_no_spine() -> None:

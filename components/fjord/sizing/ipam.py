@@ -14,6 +14,7 @@ from dataclasses import dataclass
 RESERVED_PER_SUBNET = 3
 HOST_OFFSET = 2
 _pack = struct.Struct("!I").pack
+_OCTETS = tuple(str(i) for i in range(256))
 
 
 def ip_str(value: int) -> str:
@@ -41,6 +42,23 @@ class Subnet:
 
     def host(self, index: int) -> str:
         return ip_str(self.base + HOST_OFFSET + index)
+
+    def hosts(self, count: int) -> list[str]:
+        """The first `count` host addresses, `[self.host(0), ..., self.host(count - 1)]`, formatted per /24
+        block (the first three octets once, then the last octet), several times faster than one by one."""
+        return ip_range(self.base + HOST_OFFSET, count)
+
+
+def ip_range(start: int, count: int) -> list[str]:
+    """`count` consecutive addresses from the integer `start`, as dotted quads."""
+    out: list[str] = []
+    value, end = start, start + count
+    while value < end:
+        block_end = min(end, (value | 0xFF) + 1)
+        prefix = f"{value >> 24}.{value >> 16 & 0xFF}.{value >> 8 & 0xFF}."
+        out += [prefix + octet for octet in _OCTETS[value & 0xFF : (value & 0xFF) + block_end - value]]
+        value = block_end
+    return out
 
 
 class Allocator:
