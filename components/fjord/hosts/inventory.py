@@ -202,8 +202,9 @@ class _Doc:
         cluster = self.specs[u.cluster]
         cg, hg, ug = group_name("cluster", u.cluster), group_name("hall", cluster.hall), unit_group(u)
         unit_hosts: dict[str, Any] = {}
+        rack_groups: dict[str, str] = {}  # a rack's nodes share its group name: formatted once per rack
         for node in u.nodes() if nodes is None else nodes:
-            rg = group_name("rack", node.rack)
+            rg = rack_groups.get(node.rack) or rack_groups.setdefault(node.rack, group_name("rack", node.rack))
             if keep is not None and not keep(node.name, rg):
                 continue
             record: dict[str, Any] = {"ansible_host": node.management, "fjord_node_role": node.role}
