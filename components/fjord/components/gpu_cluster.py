@@ -52,19 +52,19 @@ class ScalableUnit(pulumi.ComponentResource):
     Its registered outputs are the unit's address plan (a subnet per purpose and rail), racks and node
     count, from which every node's addresses follow; the host-by-host inventory is exported once, by the
     stack, rather than stored again per unit.
-    """
 
-    racks: pulumi.Output[list[str]]
-    subnets: pulumi.Output[dict[str, str]]
-    node_count: pulumi.Output[int]
+    Its outputs are declared in `__init__`, not as class annotations: Pulumi reads a resource class's
+    annotations again for every instance it registers (`pulumi._types.resource_types`), and a site has
+    hundreds of units.
+    """
 
     def __init__(self, name: str, args: ScalableUnitArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("fjord:components:ScalableUnit", name, None, opts)
         self.node_list: Sequence[Node] = args.nodes
         """The unit's nodes as plain data (not an output: the stack exports the inventory once)."""
-        self.racks = plain(list(args.unit.racks))
-        self.subnets = plain(dict(args.unit.subnets))
-        self.node_count = plain(args.unit.node_count)
+        self.racks: pulumi.Output[list[str]] = plain(list(args.unit.racks))
+        self.subnets: pulumi.Output[dict[str, str]] = plain(dict(args.unit.subnets))
+        self.node_count: pulumi.Output[int] = plain(args.unit.node_count)
         self.bare_metal: NodePool | None = None
         if args.bare_metal is not None:
             nodes = bmc_endpoints(args.nodes, args.bare_metal.bmc)
