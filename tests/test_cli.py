@@ -194,3 +194,34 @@ def test_secret_config_reaches_the_program_as_a_secret(tmp_path: Path) -> None:
     assert cfg.secret_keys == ("fjord:bmcPassword",)
     assert pulumi_config(cfg) == {"fjord:bmcPassword": SECRET_PLACEHOLDER}
     assert cfg.embedded_default
+
+
+GC_PROBE = """
+import contextlib, gc, io, json, sys
+from pathlib import Path
+from fjord.plan import worker
+from fjord.spec.load import read_stack
+with contextlib.redirect_stdout(io.StringIO()):
+    if sys.argv[1] == "main":
+        assert worker.main([sys.argv[2], sys.argv[3]]) == 0
+    else:
+        worker.run(read_stack(sys.argv[2], Path(sys.argv[3])))
+print(json.dumps({"threshold": gc.get_threshold(), "full": gc.get_stats()[2]["collections"]}))
+"""
+
+
+def test_plan_worker_collects_young_generations_only() -> None:
+    """The worker process (one plan, then exit) skips full collections, which walk the whole sized site;
+    the same plan with the interpreter's defaults makes several."""
+
+    def probe(entry: str) -> dict[str, Any]:
+        args = [sys.executable, "-c", GC_PROBE, entry, "narvik", str(STACKS)]
+        proc = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    default, worker = probe("run"), probe("main")
+    assert default["full"] > 0
+    assert worker["full"] == 0
+    assert worker["threshold"][:2] == default["threshold"][:2]  # young generations as by default
+    assert worker["threshold"][2] > default["threshold"][2]
