@@ -67,3 +67,10 @@ def test_plan_scale_same_resources_baseline_replays_what_fjord_registers(tmp_pat
     assert "pulumi-python:dynamic/baremetal:NodePool" in replayed["by_type"]
     assert any(r["custom"] and r["inputs"] for r in records)  # inputs are replayed, not empty shells
     assert replayed["fjord_modules"] == []
+    # The same tree: each resource under the same chain of parent types, with the same name.
+    assert replayed["tree"] == sorted(r["urn"].split("::", 2)[2] for r in records)
+    assert replayed["libraries"] == []
+    tuned = child("--replay", str(recorded), "--young-gc-only", "--libraries")
+    assert tuned["tree"] == replayed["tree"]
+    assert tuned["libraries"] == ["pulumi_kubernetes", "pydantic"]
+    assert tuned["fjord_modules"] == []
