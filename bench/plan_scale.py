@@ -13,13 +13,14 @@ size. Target: 100k GPUs < 1 s.
 
 Plan: `python -m fjord.plan.worker <stack> stacks` in a subprocess; wall time around the whole process
 (interpreter start and imports included), peak RSS from `/usr/bin/time -f %M` (else the worker's own
-`peak_rss_mib`), medians of --repeat runs. Baseline: this file run as `--baseline N`, a bare Pulumi mock
-program registering N `bench:index:Thing` components flat under the root stack with no outputs, N being
-the stack's resource count less the root stack, measured the same way. fjord's figure also resolves the
-stack's exports, inventory included (25,200 hosts for narvik); the bare baseline carries none, and a
-second baseline row ("vs bare + N-host export") exports an inventory of the same size the same way. Footnotes
-give each child's in-process seconds (Pulumi's import excluded; the worker's includes importing fjord's
-modules, ~0.1 s). Targets: narvik < 30 s and < 1.5 GiB; plan <= 1.3x the bare baseline. The row "bare
+`peak_rss_mib`), medians of --repeat runs. A stack's children run interleaved, one run of each per round, so a
+drift of the machine's speed weighs on fjord and its baselines alike. Baseline: this file run as `--baseline
+N`, a bare Pulumi mock program registering N `bench:index:Thing` components flat under the root stack with no
+outputs, N being the stack's resource count less the root stack, measured the same way. fjord's figure also
+resolves the stack's exports, inventory included (25,200 hosts for narvik); the bare baseline carries none,
+and a second baseline row ("vs bare + N-host export") exports an inventory of the same size the same way.
+Footnotes give each child's in-process seconds (Pulumi's import excluded; the worker's includes importing
+fjord's modules, ~0.1 s). Targets: narvik < 30 s and < 1.5 GiB; plan <= 1.3x the bare baseline. The row "bare
 baseline, 2,000 res" (plus the root stack) is the per-stack resource budget, for reference.
 
 The row "vs bare, same resources" compares with bare Pulumi registering exactly what fjord's plan registers:
@@ -142,81 +143,95 @@ def bench_sizing(label: str, gpus: int, repeat: int) -> dict[str, Any]:
     return row(f"sizing {label} GPUs", f"{size.gpus:,} GPUs", (secs, peak), (base_secs, base_peak), target)
 
 
-def run_child(args: list[str], repeat: int) -> dict[str, Any]:
-    """Run a child `repeat` times: median wall, median peak RSS (MiB), its last JSON and in-process s."""
-    walls, rsss, inproc = [], [], []
-    data: dict[str, Any] = {}
+def _run_once(args: list[str]) -> tuple[float, float, dict[str, Any]]:
+    """Run a child once: (wall seconds, peak RSS MiB, its JSON)."""
+    with tempfile.NamedTemporaryFile(suffix=".rss") as rss_file:
+        cmd = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *args] if GNU_TIME else args
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        data: dict[str, Any] = json.loads(proc.stdout)
+        text = Path(rss_file.name).read_text().split()
+        return wall, int(text[-1]) / 1024 if GNU_TIME and text else float(data["peak_rss_mib"]), data
+
+
+def run_children(children: dict[str, list[str]], repeat: int) -> dict[str, dict[str, Any]]:
+    """Run each child `repeat` times, interleaved (one run of each per round), so that a drift of this
+    machine's speed during the run weighs on every figure alike. Per child: median wall, median peak RSS
+    (MiB), median in-process seconds (its JSON's `seconds`) and its last JSON."""
+    runs: dict[str, list[tuple[float, float, dict[str, Any]]]] = {name: [] for name in children}
     for _ in range(repeat):
-        with tempfile.NamedTemporaryFile(suffix=".rss") as rss_file:
-            cmd = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *args] if GNU_TIME else args
-            started = time.perf_counter()
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-            walls.append(time.perf_counter() - started)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-            data = json.loads(proc.stdout)
-            text = Path(rss_file.name).read_text().split()
-            rsss.append(int(text[-1]) / 1024 if GNU_TIME and text else float(data["peak_rss_mib"]))
-            inproc.append(float(data["seconds"]))
+        for name, args in children.items():
+            runs[name].append(_run_once(args))
     med = statistics.median
-    return {"wall": med(walls), "rss": med(rsss), "inproc": med(inproc), "data": data}
-
-
-def baseline_child(n: int, repeat: int, hosts: int = 0) -> dict[str, Any]:
-    args = [sys.executable, str(Path(__file__).resolve()), "--baseline", str(n)]
-    return run_child([*args, "--hosts", str(hosts)] if hosts else args, repeat)
+    return {
+        name: {
+            "wall": med(r[0] for r in rs),
+            "rss": med(r[1] for r in rs),
+            "inproc": med(float(r[2]["seconds"]) for r in rs),
+            "data": rs[-1][2],
+        }
+        for name, rs in runs.items()
+    }
 
 
 def bench_plan(stack: str, repeat: int) -> list[dict[str, Any]]:
-    fjord = run_child([sys.executable, "-m", "fjord.plan.worker", stack, str(STACKS)], repeat)
-    resources = int(fjord["data"]["resources"])
-    base = baseline_child(resources - 1, repeat)
-    ratio = fjord["wall"] / base["wall"]
-    targets = [f"<= 1.3x base: {verdict(ratio <= 1.3)}"]
+    me = [sys.executable, str(Path(__file__).resolve())]
+    with tempfile.TemporaryDirectory() as tmp:
+        # fjord's plan, recorded once untimed: its resources and exports size the baselines and the replay.
+        recorded = Path(tmp) / f"{stack}.json"
+        _, _, plan = _run_once([*me, "--record", stack, str(recorded)])
+        resources, hosts = int(plan["resources"]), int(plan["inventory_hosts"])
+        replay = [*me, "--replay", str(recorded)]
+        children = {
+            "fjord": [sys.executable, "-m", "fjord.plan.worker", stack, str(STACKS)],
+            # A bare program with as many empty components (the issue's baseline), then exporting an
+            # inventory of the same size: what the payload alone costs.
+            "base": [*me, "--baseline", str(resources - 1)],
+            "loaded": [*me, "--baseline", str(resources - 1), "--hosts", str(hosts)],
+            # The same resources through bare Pulumi: what Pulumi itself costs for exactly what fjord registers;
+            # then with the plan worker's GC setting; then also importing pydantic and pulumi-kubernetes, which
+            # fjord's program must: the floor of its fixed costs.
+            "same": replay,
+            "same_gc": [*replay, "--young-gc-only"],
+            "same_libs": [*replay, "--young-gc-only", "--libraries"],
+            # fjord's own work for this stack without Pulumi (in-process seconds).
+            "own": [*me, "--floor", stack],
+        }
+        got = run_children(children, repeat)
+    fjord, base = got["fjord"], got["base"]
+    for name in ("fjord", "same"):
+        if int(got[name]["data"]["resources"]) != resources:
+            raise RuntimeError(f"{name} for {stack} registered {got[name]['data']['resources']}, not {resources}")
+    fj = (fjord["wall"], fjord["rss"])
+    targets = [f"<= 1.3x base: {verdict(fjord['wall'] / base['wall'] <= 1.3)}"]
     if stack == "narvik":
         targets[:0] = [f"< 30 s: {verdict(fjord['wall'] < 30)}", f"< 1.5 GiB: {verdict(fjord['rss'] < 1536)}"]
-    figures = (fjord["wall"], fjord["rss"]), (base["wall"], base["rss"])
-    extra = {"fjord_inproc_s": fjord["inproc"], "base_inproc_s": base["inproc"]}
-    hosts = int(fjord["data"].get("inventory_hosts") or 0)
-    extra["inventory_hosts"] = hosts
-    rows = [row(f"plan {stack}", f"{resources:,} res", *figures, "; ".join(targets), **extra)]
-    # The same bare program exporting an inventory of the same size: what the payload alone costs.
-    loaded = baseline_child(resources - 1, repeat, hosts)
-    figures = (fjord["wall"], fjord["rss"]), (loaded["wall"], loaded["rss"])
-    rows.append(row(f"  vs bare + {hosts:,}-host export", f"{resources:,} res", *figures, "information"))
-    # The same resources through bare Pulumi: what Pulumi itself costs for exactly what fjord registers.
-    with tempfile.TemporaryDirectory() as tmp:
-        recorded = Path(tmp) / f"{stack}.json"
-        run_child([sys.executable, str(Path(__file__).resolve()), "--record", stack, str(recorded)], 1)
-        replay_args = [sys.executable, str(Path(__file__).resolve()), "--replay", str(recorded)]
-        same = run_child(replay_args, repeat)
-        same_gc = run_child([*replay_args, "--young-gc-only"], repeat)
-        same_libs = run_child([*replay_args, "--young-gc-only", "--libraries"], repeat)
-    if int(same["data"]["resources"]) != resources:
-        raise RuntimeError(f"replay of {stack} registered {same['data']['resources']} resources, not {resources}")
-    figures = (fjord["wall"], fjord["rss"]), (same["wall"], same["rss"])
-    ratio = fjord["wall"] / same["wall"]
-    rows.append(row("  vs bare, same resources", f"{resources:,} res", *figures, f"<= 1.3x: {verdict(ratio <= 1.3)}"))
-    # fjord's plan worker skips full garbage collections; the same setting given to the replay.
-    figures = (fjord["wall"], fjord["rss"]), (same_gc["wall"], same_gc["rss"])
-    ratio = fjord["wall"] / same_gc["wall"]
-    target = f"<= 1.3x: {verdict(ratio <= 1.3)} (information)"
-    rows.append(row("    and fjord's GC setting", f"{resources:,} res", *figures, target))
-    # ... and importing pydantic and pulumi-kubernetes, which fjord's program must: its fixed costs' floor.
-    figures = (fjord["wall"], fjord["rss"]), (same_libs["wall"], same_libs["rss"])
-    ratio = fjord["wall"] / same_libs["wall"]
-    target = f"<= 1.3x: {verdict(ratio <= 1.3)} (information)"
-    rows.append(row("    + pydantic, pulumi-kubernetes", f"{resources:,} res", *figures, target))
-    rows[0]["same_inproc_s"] = same["inproc"]
-    rows[0]["same_load_s"] = float(same["data"]["load_s"])
-    # The floor: fjord's own work for this stack without Pulumi, added to the bare program's wall time.
-    own = run_child([sys.executable, str(Path(__file__).resolve()), "--floor", stack], repeat)
-    best = base["wall"] + own["inproc"]
+    extra = {
+        "fjord_inproc_s": fjord["inproc"],
+        "base_inproc_s": base["inproc"],
+        "inventory_hosts": hosts,
+        "same_inproc_s": got["same"]["inproc"],
+        "same_load_s": float(got["same"]["data"]["load_s"]),
+        "own_work_s": got["own"]["inproc"],
+    }
+    count = f"{resources:,} res"
+    rows = [row(f"plan {stack}", count, fj, (base["wall"], base["rss"]), "; ".join(targets), **extra)]
+    for case, name, target in (
+        (f"  vs bare + {hosts:,}-host export", "loaded", None),
+        ("  vs bare, same resources", "same", "<= 1.3x: {}"),
+        ("    and fjord's GC setting", "same_gc", "<= 1.3x: {} (information)"),
+        ("    + pydantic, pulumi-kubernetes", "same_libs", "<= 1.3x: {} (information)"),
+    ):
+        other = got[name]
+        verdicts = "information" if target is None else target.format(verdict(fjord["wall"] / other["wall"] <= 1.3))
+        rows.append(row(case, count, fj, (other["wall"], other["rss"]), verdicts))
+    # The floor: fjord's own work added to the bare program's wall time.
+    best = base["wall"] + got["own"]["inproc"]
     target = f"best reachable: {verdict(best / base['wall'] <= 1.3)} 1.3x"
-    rows.append(
-        row("  bare + fjord's own work", f"{resources:,} res", (best, None), (base["wall"], base["rss"]), target)
-    )
-    rows[0]["own_work_s"] = own["inproc"]
+    rows.append(row("  bare + fjord's own work", count, (best, None), (base["wall"], base["rss"]), target))
     return rows
 
 
@@ -290,7 +305,12 @@ def record(stack: str, into: str) -> dict[str, Any]:
     ]
     exports = worker.stack_outputs()
     Path(into).write_text(json.dumps({"records": records, "outputs": outputs, "exports": exports}))
-    return {"resources": result["resources"], "seconds": result["seconds"], "peak_rss_mib": result["peak_rss_mib"]}
+    return {
+        "resources": result["resources"],
+        "inventory_hosts": result["inventory_hosts"],
+        "seconds": result["seconds"],
+        "peak_rss_mib": result["peak_rss_mib"],
+    }
 
 
 def _bare_pulumi(stack: str, echo_inputs: bool) -> Any:
@@ -510,7 +530,7 @@ def main(argv: list[str]) -> int:
     for stack in ("dev", "narvik"):
         if not (args.quick and stack == "narvik"):
             rows += bench_plan(stack, repeat)
-    bare = baseline_child(2000, repeat)
+    bare = run_children({"bare": [sys.executable, str(Path(__file__).resolve()), "--baseline", "2000"]}, repeat)["bare"]
     reference = "per-stack resource budget (reference)"
     rows.append(row("bare baseline", "2,000 res", (None, None), (bare["wall"], bare["rss"]), reference))
     print(
