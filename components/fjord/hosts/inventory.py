@@ -121,7 +121,12 @@ class Inventory:
     @property
     def digest(self) -> str:
         """SHA-256 of the canonical JSON: changes exactly when a host, group or variable changes."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+        return json_digest(self.to_json())
+
+
+def json_digest(canonical: str) -> str:
+    """The digest of an inventory's canonical JSON (`Inventory.to_json()`), for a caller that has it already."""
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _check_targets(site: Site, size: SiteSize, wanted: set[str]) -> None:

@@ -305,9 +305,11 @@ def unit_props(unit: str, nodes: list[BmcEndpoint], bmc: Bmc, password: pulumi.I
 class NodePool(dyn.Resource, module="baremetal", name="NodePool"):
     """A scalable unit's nodes on their BMCs. Outputs: `state` (node -> record), `failed` (node -> error)."""
 
-    state: pulumi.Output[dict[str, Any]]
-    failed: pulumi.Output[dict[str, str]]
     converged: pulumi.Output[int]
+    """Pulumi reads this annotation to return the engine's number as an int (a float otherwise)."""
+    if TYPE_CHECKING:  # For type checkers only: Pulumi re-reads class annotations for every instance.
+        state: pulumi.Output[dict[str, Any]]
+        failed: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         secret = pulumi.ResourceOptions(additional_secret_outputs=[PASSWORD])

@@ -17,13 +17,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi.dynamic as dyn
 
 from fjord.adapters.ansible import AnsibleSettings, default_playbooks_dir, run_playbook
-from fjord.hosts.inventory import Inventory
+from fjord.hosts.inventory import Inventory, json_digest
 
 TRIGGERS = ("playbook", "inventory_digest", "versions", "playbooks_digest")
 """Inputs whose change reruns the playbook."""
@@ -103,17 +103,20 @@ class HostConfigArgs:
 class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
     """A group of hosts configured by a playbook; reruns when the inventory, versions or roles change."""
 
-    failed_hosts: pulumi.Output[list[str]]
-    unreachable_hosts: pulumi.Output[list[str]]
     changed: pulumi.Output[int]
+    """Pulumi reads this annotation to return the engine's number as an int (a float otherwise)."""
+    if TYPE_CHECKING:  # For type checkers only: Pulumi re-reads class annotations for every instance.
+        failed_hosts: pulumi.Output[list[str]]
+        unreachable_hosts: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: HostConfigArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        inventory = args.inventory.to_json()  # encoded once: the input and its digest
         props: dict[str, Any] = {
             "site": args.site,
             "group": args.group,
             "playbook": args.playbook,
-            "inventory": args.inventory.to_json(),
-            "inventory_digest": args.inventory.digest,
+            "inventory": inventory,
+            "inventory_digest": json_digest(inventory),
             "versions": args.versions,
             "playbooks_digest": args.playbooks_digest,
             "failed_hosts": None,
