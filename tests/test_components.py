@@ -162,3 +162,41 @@ def test_pulumi_project_file() -> None:
     for path in STACKS.glob("Pulumi.*.yaml"):
         config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
         assert all(key.startswith("fjord:") for key in config), path
+
+
+def test_scalable_unit_registers_its_address_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit registers racks, subnets and node count as its outputs, and its Output attributes carry the same."""
+    from google.protobuf import json_format
+
+    from .conftest import MONITOR
+
+    registered: dict[str, dict[str, Any]] = {}
+    original = MONITOR.RegisterResourceOutputs
+
+    def capture(request: Any) -> Any:
+        registered[request.urn] = json_format.MessageToDict(request.outputs)
+        return original(request)
+
+    monkeypatch.setattr(MONITOR, "RegisterResourceOutputs", capture)
+    spec = load_site(stack_site("uk"))
+    size = size_site(spec)
+    sized = size.clusters[1].units[-1]
+    assert sized.cluster == "b200"
+    expected = {"racks": list(sized.racks), "subnets": dict(sized.subnets), "node_count": sized.node_count}
+    seen: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def build() -> Any:
+        unit = Site("uk", SiteArgs(spec=spec, size=size)).clusters["b200"].units[-1]
+
+        def check(args: list[Any]) -> None:
+            seen["urn"], racks, subnets, node_count = args
+            assert {"racks": racks, "subnets": subnets, "node_count": node_count} == expected
+
+        return pulumi.Output.all(unit.urn, unit.racks, unit.subnets, unit.node_count).apply(check)
+
+    build()  # returns once every registration, outputs included, has reached the monitor
+    outputs = registered[seen["urn"]]
+    assert {k: outputs[k] for k in expected} == expected
+    assert outputs["first_node"] == sized.first_node
+    assert len(expected["subnets"]) == 3 + len(sized.rails)  # bmc, management, storage and one per compute rail

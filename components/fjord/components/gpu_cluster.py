@@ -53,18 +53,17 @@ class ScalableUnit(pulumi.ComponentResource):
     count, from which every node's addresses follow; the host-by-host inventory is exported once, by the
     stack, rather than stored again per unit.
 
-    Its outputs are declared in `__init__`, not as class annotations: Pulumi reads a resource class's
-    annotations again for every instance it registers (`pulumi._types.resource_types`), and a site has
-    hundreds of units.
+    A site has hundreds of units, so the unit keeps per-instance Pulumi work small: it registers those
+    outputs as plain values, its Output attributes are made when read, and it has no class annotations
+    (Pulumi reads a resource class's annotations again for every instance, `pulumi._types.resource_types`).
     """
 
     def __init__(self, name: str, args: ScalableUnitArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("fjord:components:ScalableUnit", name, None, opts)
         self.node_list: Sequence[Node] = args.nodes
         """The unit's nodes as plain data (not an output: the stack exports the inventory once)."""
-        self.racks: pulumi.Output[list[str]] = plain(list(args.unit.racks))
-        self.subnets: pulumi.Output[dict[str, str]] = plain(dict(args.unit.subnets))
-        self.node_count: pulumi.Output[int] = plain(args.unit.node_count)
+        self.unit: ScalableUnitSize = args.unit
+        """The sized unit (racks, subnets, node count), from which the Output attributes below are made."""
         self.bare_metal: NodePool | None = None
         if args.bare_metal is not None:
             nodes = bmc_endpoints(args.nodes, args.bare_metal.bmc)
@@ -77,11 +76,26 @@ class ScalableUnit(pulumi.ComponentResource):
             {
                 "sku": args.sku,
                 "first_node": args.unit.first_node,
-                "racks": self.racks,
-                "subnets": self.subnets,
-                "node_count": self.node_count,
+                "racks": list(args.unit.racks),
+                "subnets": dict(args.unit.subnets),
+                "node_count": args.unit.node_count,
             }
         )
+
+    @property
+    def racks(self) -> pulumi.Output[list[str]]:
+        """The unit's racks (registered as the output `racks`)."""
+        return plain(list(self.unit.racks))
+
+    @property
+    def subnets(self) -> pulumi.Output[dict[str, str]]:
+        """Purpose -> CIDR, compute rails as compute-r0, ... (registered as the output `subnets`)."""
+        return plain(dict(self.unit.subnets))
+
+    @property
+    def node_count(self) -> pulumi.Output[int]:
+        """The unit's node count (registered as the output `node_count`)."""
+        return plain(self.unit.node_count)
 
     @property
     def hosts(self) -> pulumi.Output[list[dict[str, Any]]]:
