@@ -41,6 +41,7 @@ class StackConfig:
 SAFE_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """PyYAML's safe loader on libyaml where PyYAML has it (several times faster than the pure-Python one)."""
 
+
 def default_site() -> dict[str, Any]:
     """The embedded default site (`dev`): used by the `dev` stack when its file sets no `fjord:site`."""
     text = resources.files("fjord.spec").joinpath("default_site.yaml").read_text(encoding="utf-8")
