@@ -74,3 +74,24 @@ def test_plan_scale_same_resources_baseline_replays_what_fjord_registers(tmp_pat
     assert tuned["tree"] == replayed["tree"]
     assert tuned["libraries"] == ["pulumi_kubernetes", "pydantic"]
     assert tuned["fjord_modules"] == []
+
+
+def test_plan_scale_quick_run_prints_every_plan_row() -> None:
+    """The whole plan bench end to end (--quick: dev only, one round): every row is there with its figures."""
+    cmd = [sys.executable, str(BENCH / "plan_scale.py"), "--quick", "--repeat", "1", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    rows = json.loads(proc.stdout[proc.stdout.index("\n[") + 1 :])
+    cases = [r["case"] for r in rows]
+    assert cases[cases.index("plan dev") :] == [
+        "plan dev",
+        "  vs bare + 4-host export",
+        "  vs bare, same resources",
+        "    and fjord's GC setting",
+        "    + pydantic, pulumi-kubernetes",
+        "  bare + fjord's own work",
+        "bare baseline",
+    ]
+    plan = rows[cases.index("plan dev")]
+    assert plan["count"] == "37 res"
+    assert min(plan[k] for k in ("fjord_s", "base_s", "same_inproc_s", "own_work_s")) > 0
+    assert all(r["base_s"] > 0 for r in rows[cases.index("plan dev") :])
