@@ -67,6 +67,8 @@ MIB = 1024 * 1024
 SIZES = {"1k": 1_000, "10k": 10_000, "100k": 100_000}
 NVL72 = 72
 Pair = tuple[float | None, float | None]
+THIS = [sys.executable, str(Path(__file__).resolve())]
+"""This file as a child process (--baseline, --floor, --record, --replay)."""
 
 
 def synthetic_site(gpus: int) -> dict[str, Any]:
@@ -178,19 +180,18 @@ def run_children(children: dict[str, list[str]], repeat: int) -> dict[str, dict[
 
 
 def bench_plan(stack: str, repeat: int) -> list[dict[str, Any]]:
-    me = [sys.executable, str(Path(__file__).resolve())]
     with tempfile.TemporaryDirectory() as tmp:
         # fjord's plan, recorded once untimed: its resources and exports size the baselines and the replay.
         recorded = Path(tmp) / f"{stack}.json"
-        _, _, plan = _run_once([*me, "--record", stack, str(recorded)])
+        _, _, plan = _run_once([*THIS, "--record", stack, str(recorded)])
         resources, hosts = int(plan["resources"]), int(plan["inventory_hosts"])
-        replay = [*me, "--replay", str(recorded)]
+        replay = [*THIS, "--replay", str(recorded)]
         children = {
             "fjord": [sys.executable, "-m", "fjord.plan.worker", stack, str(STACKS)],
             # A bare program with as many empty components (the issue's baseline), then exporting an
             # inventory of the same size: what the payload alone costs.
-            "base": [*me, "--baseline", str(resources - 1)],
-            "loaded": [*me, "--baseline", str(resources - 1), "--hosts", str(hosts)],
+            "base": [*THIS, "--baseline", str(resources - 1)],
+            "loaded": [*THIS, "--baseline", str(resources - 1), "--hosts", str(hosts)],
             # The same resources through bare Pulumi: what Pulumi itself costs for exactly what fjord registers;
             # then with the plan worker's GC setting; then also importing pydantic and pulumi-kubernetes, which
             # fjord's program must: the floor of its fixed costs.
@@ -198,7 +199,7 @@ def bench_plan(stack: str, repeat: int) -> list[dict[str, Any]]:
             "same_gc": [*replay, "--young-gc-only"],
             "same_libs": [*replay, "--young-gc-only", "--libraries"],
             # fjord's own work for this stack without Pulumi (in-process seconds).
-            "own": [*me, "--floor", stack],
+            "own": [*THIS, "--floor", stack],
         }
         got = run_children(children, repeat)
     fjord, base = got["fjord"], got["base"]
@@ -373,7 +374,6 @@ def replay(path: str, young_gc_only: bool = False, libraries: bool = False) -> d
     children: dict[str, list[dict[str, Any]]] = {}
     for rec in plan["records"]:
         children.setdefault(rec["parent"], []).append(rec)
-    made: dict[str, pulumi.Resource] = {}
 
     # Resources are made through classes, each component making its children in its constructor, as a
     # Pulumi program builds a tree: Pulumi records each such resource's source position (a stack trace),
@@ -381,12 +381,10 @@ def replay(path: str, young_gc_only: bool = False, libraries: bool = False) -> d
     class Custom(pulumi.CustomResource):
         def __init__(self, rec: dict[str, Any], opts: pulumi.ResourceOptions | None) -> None:
             super().__init__(rec["type"], rec["name"], dict(rec["inputs"]), opts)
-            made[rec["urn"]] = self
 
     class Component(pulumi.ComponentResource):
         def __init__(self, rec: dict[str, Any], opts: pulumi.ResourceOptions | None) -> None:
             super().__init__(rec["type"], rec["name"], None, opts)
-            made[rec["urn"]] = self
             build(rec["urn"], pulumi.ResourceOptions(parent=self))
             if rec["urn"] in plan["outputs"]:
                 self.register_outputs(plan["outputs"][rec["urn"]])
@@ -530,7 +528,7 @@ def main(argv: list[str]) -> int:
     for stack in ("dev", "narvik"):
         if not (args.quick and stack == "narvik"):
             rows += bench_plan(stack, repeat)
-    bare = run_children({"bare": [sys.executable, str(Path(__file__).resolve()), "--baseline", "2000"]}, repeat)["bare"]
+    bare = run_children({"bare": [*THIS, "--baseline", "2000"]}, repeat)["bare"]
     reference = "per-stack resource budget (reference)"
     rows.append(row("bare baseline", "2,000 res", (None, None), (bare["wall"], bare["rss"]), reference))
     print(

@@ -93,6 +93,10 @@ def run(cfg: StackConfig, monitor_type: type[RecordingMonitor] = RecordingMonito
     }
 
 
+FULL_COLLECTION_NEVER = 1_000_000
+"""Young-generation collections before a full one: more than any plan makes (narvik: ~60)."""
+
+
 def skip_full_collections() -> None:
     """Keep the cyclic garbage collector to its young generations for the rest of this process.
 
@@ -104,10 +108,6 @@ def skip_full_collections() -> None:
     """
     gen0, gen1, _ = gc.get_threshold()
     gc.set_threshold(gen0, gen1, FULL_COLLECTION_NEVER)
-
-
-FULL_COLLECTION_NEVER = 1_000_000
-"""Young-generation collections before a full one: more than any plan makes (narvik: ~60)."""
 
 
 def main(argv: list[str]) -> int:
