@@ -225,3 +225,41 @@ def test_plan_worker_collects_young_generations_only() -> None:
     assert worker["full"] == 0
     assert worker["threshold"][:2] == default["threshold"][:2]  # young generations as by default
     assert worker["threshold"][2] > default["threshold"][2]
+
+
+OUTPUTS_PROBE = """
+import json
+import pulumi
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+from fjord.plan import worker
+from fjord.plan.mocks import PlanMocks
+
+async def ready(value):
+    return value
+
+pulumi.runtime.set_mocks(PlanMocks(), project="fjord", stack="probe", preview=True)
+
+def program():
+    pulumi.export("plain", {"hosts": [{"name": "n0"}, {"name": "n1"}]})
+    pulumi.export("known", pulumi.Output.from_input(0).apply(lambda _: [1, 2]))
+    pulumi.export("unknown", pulumi.Output(set(), ready(None), ready(False)))
+    pulumi.export("unknown_inside", pulumi.Output(set(), ready({"a": [1, pulumi.UNKNOWN]}), ready(True)))
+
+_sync_await(run_pulumi_func(program))
+print(json.dumps(worker.stack_outputs(), sort_keys=True))
+"""
+
+
+def test_plan_worker_resolves_unknown_exports_to_none() -> None:
+    """The worker reads each export's known flag instead of walking its value again: a known export comes back
+    as it is, one that is unknown, or holds an unknown anywhere inside, as None (what `future()` gives)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", OUTPUTS_PROBE], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+        "known": [1, 2],
+        "plain": {"hosts": [{"name": "n0"}, {"name": "n1"}]},
+        "unknown": None,
+        "unknown_inside": None,
+    }
