@@ -523,17 +523,17 @@ def main(argv: list[str]) -> int:
     if args.floor is not None:
         json.dump(floor(args.floor), sys.stdout)
         return 0
-    if args.record is not None or args.replay is not None:
-        if args.record is not None:
-            json.dump(record(*args.record), sys.stdout)
-        else:
-            json.dump(replay(args.replay, args.young_gc_only, args.libraries), sys.stdout)
+    child: dict[str, Any] | None = None
+    if args.record is not None:
+        child = record(*args.record)
+    elif args.replay is not None:
+        child = replay(args.replay, args.young_gc_only, args.libraries)
+    elif args.baseline is not None:
+        child = baseline(args.baseline, args.hosts)
+    if child is not None:
+        json.dump(child, sys.stdout)
         sys.stdout.flush()
-        os._exit(0)
-    if args.baseline is not None:
-        json.dump(baseline(args.baseline, args.hosts), sys.stdout)
-        sys.stdout.flush()
-        os._exit(0)  # like the plan worker: skip the Pulumi SDK's noisy event-loop teardown
+        os._exit(0)  # a Pulumi child, like the plan worker: skip the Pulumi SDK's noisy event-loop teardown
     repeat = max(1, args.repeat)
     rows = [bench_sizing(k, v, repeat) for k, v in SIZES.items() if not (args.quick and v >= 100_000)]
     for stack in ("dev", "narvik"):
