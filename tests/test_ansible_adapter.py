@@ -127,3 +127,50 @@ def test_a_strategy_mitogen_lacks_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"strategy: 'debug' has no Mitogen strategy; allowed: free, linear"):
         AnsibleSettings(strategy="debug")
     assert AnsibleSettings(strategy="debug", mitogen=False).strategy == "debug"  # plain ansible-core has it
+
+
+PROBE_LOOKUP = '''
+from ansible.plugins.loader import filter_loader, test_loader
+from ansible.plugins.lookup import LookupBase
+
+
+class LookupModule(LookupBase):
+    """In the worker that runs the task: were the Jinja filter and test plugins already loaded when it forked?"""
+
+    def run(self, terms, variables=None, **kwargs):
+        loaded = [bool(loader._cached_non_collection_wrappers) for loader in (filter_loader, test_loader)]
+        return [",".join(str(x) for x in loaded)]
+'''
+
+PROBE_PLAY = """
+- name: Probe
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Probe | Write what the worker had loaded before it ran this task
+      ansible.builtin.copy:
+        content: "{{ lookup('fjord_probe') }}"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+@pytest.mark.parametrize("strategy", ["free", "linear", "host_pinned"])
+def test_workers_fork_with_the_jinja_plugins_already_loaded(tmp_path: Path, strategy: str) -> None:
+    (tmp_path / "lookup_plugins").mkdir()
+    (tmp_path / "lookup_plugins" / "fjord_probe.py").write_text(PROBE_LOOKUP)
+    (tmp_path / "play.yml").write_text(PROBE_PLAY)
+
+    def loaded(settings: AnsibleSettings) -> str:
+        out = tmp_path / f"{strategy}-{settings.mitogen_cpu_pinning}.txt"
+        result = run_playbook(
+            "play.yml", _inventory(), site="t", playbooks_dir=tmp_path, settings=settings, extra_vars={"out": str(out)}
+        )
+        assert result.ok, (result.error, result.hosts)
+        return out.read_text()
+
+    # fjord's plugins warm the loaders in the strategy process; Mitogen's own (with its pinning) leave each
+    # worker to load every filter and test plugin again, which is what the warm-up saves.
+    assert loaded(AnsibleSettings(state_dir=tmp_path / "s1", strategy=strategy)) == "True,True"
+    mitogens_own = AnsibleSettings(state_dir=tmp_path / "s2", strategy=strategy, mitogen_cpu_pinning=True)
+    assert loaded(mitogens_own) == "False,False"

