@@ -42,7 +42,7 @@ from pathlib import Path
 CACHE = Path(os.environ.get("FJORD_TESTBED_CACHE", "/var/cache/fjord-testbed"))
 STATE = Path("/var/tmp/fj3-testbed")
 STATE_IN_RAM = os.environ.get("FJORD_TESTBED_STATE_ON_DISK", "") in ("", "0")
-"""Mount a tmpfs on STATE, so the hosts' writable layers live in RAM (each host's first site.yml writes ~200 MiB),
+"""Mount a tmpfs on STATE, so the hosts' writable layers live in RAM (each host's first site.yml writes ~230 MiB),
 as a host's own local disk would be, not on the controller's one disk. On this development VM a package install
 on the shared disk spends most of its time in the kernel (overlay copy-up and dpkg's fsyncs through the virtual
 disk): the RDMA packages took 3.8 s there (2.4 s of it system time) and 1.7 s (0.6 s) in RAM, on one idle host.
