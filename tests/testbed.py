@@ -437,15 +437,15 @@ def testbed(names: list[str]) -> Iterator[Testbed]:
         cleanup_leftovers()
         rootfs = ensure_rootfs()
         STATE.mkdir(parents=True)
-        if STATE_IN_RAM:
-            # Unmounted by cleanup_leftovers (every mount under STATE); the size caps it at half the RAM.
-            _run("mount", "-t", "tmpfs", "-o", "mode=700,size=50%", "fj3-state", str(STATE))
-            # The image too (~200 MiB, ~1 s): an overlay shows a lower file's inode flags (ext4's `e`), which
-            # Ansible's backup copies then fail to set on a tmpfs upper ("chattr failed").
-            _run("cp", "-a", str(rootfs), str(STATE / "image"))
-            rootfs = STATE / "image"
         bed: Testbed | None = None
         try:
+            if STATE_IN_RAM:
+                # Unmounted by cleanup_leftovers (every mount under STATE); the size caps it at half the RAM.
+                _run("mount", "-t", "tmpfs", "-o", "mode=700,size=50%", "fj3-state", str(STATE))
+                # The image too (~200 MiB, ~1 s): an overlay shows a lower file's inode flags (ext4's `e`),
+                # which Ansible's backup copies then fail to set on a tmpfs upper ("chattr failed").
+                _run("cp", "-a", str(rootfs), str(STATE / "image"))
+                rootfs = STATE / "image"
             mirror = build_mirror(STATE / "mirror")
             key = STATE / "id_ed25519"
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), quiet=True)

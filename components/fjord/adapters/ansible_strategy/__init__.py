@@ -14,6 +14,7 @@ instead (unwarmed).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 PLUGIN_DIR = Path(__file__).parent
 """The folder to put on ANSIBLE_STRATEGY_PLUGINS: `fjord_mitogen_<strategy>` for free, linear, host_pinned."""
@@ -56,3 +57,14 @@ def warm_worker_caches() -> None:
         expression = trust_as_template(expression)
     Templar(loader=DataLoader(), variables={"fjord_warm": [1]}).template(expression)
     _warmed = True
+
+
+def warmed(strategy: type[Any]) -> type[Any]:
+    """`strategy` (a Mitogen strategy class) whose run first calls `warm_worker_caches()`."""
+
+    class StrategyModule(strategy):  # type: ignore[misc]
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            warm_worker_caches()
+            return super().run(*args, **kwargs)
+
+    return StrategyModule
