@@ -148,6 +148,14 @@ def test_second_run_changes_nothing(bed: Bed) -> None:
     assert {h: r.changed for h, r in result.hosts.items()} == dict.fromkeys(result.hosts, 0)
     # The facts of the first run come from fjord's fact cache: no play gathers them again.
     assert not [e for e in events if e.task == "Gathering Facts"]
+    # fjord_facts detects in the first play only; later plays end the role with a meta task the strategy
+    # decides itself, so no worker runs, not even a skipped one, for its include there.
+    detect = "Fjord facts | Detect the host's GPUs, services and kernel policy"
+    for host in result.hosts:
+        assert [e.kind for e in events if (e.task, e.host) == (detect, host)] == ["ok"], host
+    # Each host's SSH master outlives the runs (ControlPersist under Mitogen): the next run skips the handshake.
+    sockets = [p for p in (bed.settings.state_dir / "cp").iterdir() if p.is_socket()]  # type: ignore[operator]
+    assert len(sockets) == len(bed.bed.hosts), sockets
 
 
 def test_a_changed_chrony_setting_restarts_the_running_chronyd(bed: Bed) -> None:
