@@ -174,3 +174,33 @@ def test_workers_fork_with_the_jinja_plugins_already_loaded(tmp_path: Path, stra
     assert loaded(AnsibleSettings(state_dir=tmp_path / "s1", strategy=strategy)) == "True,True"
     mitogens_own = AnsibleSettings(state_dir=tmp_path / "s2", strategy=strategy, mitogen_cpu_pinning=True)
     assert loaded(mitogens_own) == "False,False"
+
+
+def test_mitogen_runs_name_an_ssh_control_socket_where_one_fits(tmp_path: Path) -> None:
+    """Under Mitogen fjord names the SSH control socket (ansible-core's ssh plugin names its own); a state
+    directory too deep for a Unix socket's path gets none rather than failing every connection."""
+    import dataclasses
+    import shlex
+    import shutil
+    import tempfile
+
+    from fjord.adapters.ansible import control_path
+
+    base = Path(tempfile.mkdtemp(prefix="fj-"))
+    try:
+        args = shlex.split(AnsibleSettings(state_dir=base).env("t")["ANSIBLE_SSH_ARGS"])
+        assert args == ["-o", "ControlMaster=auto", "-o", "ControlPersist=600s", "-o", f"ControlPath={base}/cp/%C"]
+        assert (base / "cp").stat().st_mode & 0o777 == 0o700
+        stock = dataclasses.replace(AnsibleSettings.stock(), state_dir=base)
+        assert "ControlPath" not in stock.env("t")["ANSIBLE_SSH_ARGS"]
+        # OpenSSH binds "<path>.<16 characters>" first, 107 bytes in all: the folder may have 49.
+        fits = base / ("a" * (49 - len(str(base)) - 1))
+        too_deep = base / ("b" * (50 - len(str(base)) - 1))
+        assert control_path(fits) == f"{fits}/%C"
+        assert control_path(too_deep) is None
+        assert not too_deep.exists()
+        assert control_path(base / "100%") == f"{base}/100%%/%C"  # OpenSSH expands % tokens in the path
+    finally:
+        shutil.rmtree(base)
+    deep = tmp_path / ("d" * 60)
+    assert "ControlPath" not in AnsibleSettings(state_dir=deep).env("t")["ANSIBLE_SSH_ARGS"]

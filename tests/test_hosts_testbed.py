@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,12 +67,13 @@ def air_gapped_site(mirror_url: str) -> dict[str, Any]:
 
 
 class Bed:
-    def __init__(self, bed: tb.Testbed, tmp: Path) -> None:
+    def __init__(self, bed: tb.Testbed, tmp: Path, state: Path) -> None:
         self.bed = bed
         self.raw = air_gapped_site(bed.mirror_url)
         self.site: Site = load_site(self.raw)
         self.vars = {h: v | TESTBED_VARS for h, v in bed.host_vars().items()}
-        self.settings = AnsibleSettings(state_dir=tmp / "ansible-state")
+        # A short state path, as fjord's default is: SSH control sockets live there (control_path).
+        self.settings = AnsibleSettings(state_dir=state)
         self.tmp = tmp
 
     def run(self, **kw: Any) -> PlaybookResult:
@@ -85,8 +88,12 @@ class Bed:
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     _unavailable()
     names = [n.name for n in size_site(load_site(default_site())).hosts()]
-    with tb.testbed(names) as running:
-        yield Bed(running, tmp_path_factory.mktemp("testbed"))
+    state = Path(tempfile.mkdtemp(prefix="fj-ansible-"))
+    try:
+        with tb.testbed(names) as running:
+            yield Bed(running, tmp_path_factory.mktemp("testbed"), state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_testbed_starts_clean_over_leftovers_and_tears_down() -> None:

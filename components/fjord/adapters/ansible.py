@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -113,6 +114,21 @@ def _state_home() -> Path:
     return path
 
 
+_SOCKET_PATH_MAX = 107
+"""Bytes of a Unix socket's path (108 with its terminating NUL on Linux)."""
+
+
+def control_path(directory: Path) -> str | None:
+    """OpenSSH's ControlPath for connections run through Mitogen: `directory/%C` (a 40-character hash of
+    host, port and user), the folder made private. None where that path would not fit a Unix socket: OpenSSH
+    first binds `<path>.<16 random characters>` and, when that does not fit, exits with an error rather than
+    going on without sharing, so a deep state directory shares nothing instead of failing every host."""
+    if len(os.fsencode(directory)) + len("/") + 40 + len(".") + 16 > _SOCKET_PATH_MAX:
+        return None
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(directory).replace("%", "%%") + "/%C"
+
+
 @dataclass(frozen=True, slots=True)
 class AnsibleSettings:
     """How Ansible runs: fjord's tuned settings by default, `stock()` for ansible-core's own."""
@@ -123,6 +139,11 @@ class AnsibleSettings:
     fact_cache: bool = True
     fact_cache_timeout_s: int = 7200
     control_persist_s: int = 600
+    """How long an SSH connection outlives the run that opened it (OpenSSH's ControlPersist), so that the next
+    run within that time skips the handshake. ansible-core's ssh plugin names the control socket itself; under
+    Mitogen fjord names it (`ControlPath`, see `control_path`), without which OpenSSH keeps nothing open. Four
+    testbed hosts, a one-task playbook, 8 runs each way alternating: 2.30 s -> 1.98 s a run, controller CPU
+    1.92 s -> 1.51 s."""
     gather_subset: str | None = "min,virtual,chroot"
     """The facts a play gathers: what the roles read (distribution, service manager, kernel, virtualisation,
     chroot), not the hardware inventory and mounts; None gathers everything (ansible-core's default)."""
@@ -184,6 +205,8 @@ class AnsibleSettings:
             "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist={self.control_persist_s}s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state / "cp"),
         }
+        if self.mitogen and (path := control_path(state / "cp")):
+            env["ANSIBLE_SSH_ARGS"] += " " + shlex.join(["-o", f"ControlPath={path}"])
         if self.gather_subset:
             env["ANSIBLE_GATHER_SUBSET"] = self.gather_subset
         if self.mitogen:
@@ -379,6 +402,7 @@ __all__ = [
     "PlaybookResult",
     "ProgressEvent",
     "TaskFailure",
+    "control_path",
     "default_playbooks_dir",
     "run_playbook",
 ]
