@@ -176,6 +176,34 @@ def test_workers_fork_with_the_jinja_plugins_already_loaded(tmp_path: Path, stra
     assert loaded(mitogens_own) == "False,False"
 
 
+def test_dependency_scans_compile_each_file_once_and_find_the_same_module_utils() -> None:
+    """Mitogen's multiplexer finds each module's module_utils by compiling every file it imports; with fjord's
+    strategies a file shared by several modules is compiled once, and each scan's answer is unchanged."""
+    import ansible.module_utils
+    import ansible.modules.apt
+    import ansible.modules.file
+    import ansible.modules.stat
+    import ansible_mitogen.module_finder as finder
+
+    from fjord.adapters.ansible_strategy import share_dependency_scans
+
+    search = (os.path.dirname(ansible.module_utils.__file__),)
+    modules = (ansible.modules.stat, ansible.modules.file, ansible.modules.apt)
+    alone = [finder.scan(m.__name__, m.__file__, search) for m in modules]
+    try:
+        once = share_dependency_scans()
+        assert share_dependency_scans() is once  # installed once per process
+        shared = [finder.scan(m.__name__, m.__file__, search) for m in modules]
+    finally:
+        del finder.compile
+    assert shared == alone
+    assert all(any(name == "ansible.module_utils.basic" for name, _, _ in found) for found in alone)
+    files = sum(len(found) + 1 for found in alone)  # each module and every module_utils file it imports
+    assert once.compiled + once.reused == files
+    # basic.py and its imports are shared by all three: compiled for the first module only.
+    assert once.compiled < files / 2, (once.compiled, once.reused)
+
+
 def test_mitogen_runs_name_an_ssh_control_socket_where_one_fits(tmp_path: Path) -> None:
     """Under Mitogen fjord names the SSH control socket (ansible-core's ssh plugin names its own); a state
     directory too deep for a Unix socket's path gets none rather than failing every connection."""
