@@ -228,6 +228,12 @@ def test_mitogen_runs_name_an_ssh_control_socket_where_one_fits(tmp_path: Path) 
         assert control_path(too_deep) is None
         assert not too_deep.exists()
         assert control_path(base / "100%") == f"{base}/100%%/%C"  # OpenSSH expands % tokens in the path
+        here = Path.cwd()
+        try:
+            os.chdir(base)
+            assert control_path(Path("rel")) == f"{base}/rel/%C"
+        finally:
+            os.chdir(here)
     finally:
         shutil.rmtree(base)
     deep = tmp_path / ("d" * 60)

@@ -122,7 +122,9 @@ def control_path(directory: Path) -> str | None:
     """OpenSSH's ControlPath for connections run through Mitogen: `directory/%C` (a 40-character hash of
     host, port and user), the folder made private. None where that path would not fit a Unix socket: OpenSSH
     first binds `<path>.<16 random characters>` and, when that does not fit, exits with an error rather than
-    going on without sharing, so a deep state directory shares nothing instead of failing every host."""
+    going on without sharing, so a deep state directory shares nothing instead of failing every host. Made
+    absolute: ansible-playbook does not run in the caller's working directory."""
+    directory = directory.absolute()
     if len(os.fsencode(directory)) + len("/") + 40 + len(".") + 16 > _SOCKET_PATH_MAX:
         return None
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
