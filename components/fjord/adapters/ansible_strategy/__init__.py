@@ -1,5 +1,5 @@
-"""Mitogen's strategies without Mitogen's CPU pinning, their workers' caches warmed before they fork: the strategy
-plugins fjord's runs use by default.
+"""Mitogen's strategies without Mitogen's CPU pinning, their workers' caches warmed before they fork and the
+multiplexer's dependency scans sharing their compiles: the strategy plugins fjord's runs use by default.
 
 Mitogen pins its processes to CPUs by a fixed scheme (`ansible_mitogen.affinity`, tested by its authors "on an
 otherwise idle 16 thread machine"): the connection multiplexer to CPU 0 and, on a machine with fewer than four
@@ -7,8 +7,8 @@ CPUs, the strategy process, every worker and their SSH children together to CPU 
 is one core for all of Ansible's own work while the other idles or serves the hosts, and no cgroup or other load
 on the controller is taken into account. Each plugin here installs Mitogen's base `Policy` (it assigns nothing,
 so the kernel schedules these processes like any other) and then is Mitogen's strategy of the same name, whose
-run first calls `warm_worker_caches()`. `AnsibleSettings(mitogen_cpu_pinning=True)` runs Mitogen's own plugins
-instead (unwarmed).
+run first calls `warm_worker_caches()` and `share_dependency_scans()`. `AnsibleSettings(mitogen_cpu_pinning=True)`
+runs Mitogen's own plugins instead (neither).
 """
 
 from __future__ import annotations
