@@ -221,6 +221,9 @@ def test_mitogen_runs_name_an_ssh_control_socket_where_one_fits(tmp_path: Path) 
         assert (base / "cp").stat().st_mode & 0o777 == 0o700
         stock = dataclasses.replace(AnsibleSettings.stock(), state_dir=base)
         assert "ControlPath" not in stock.env("t")["ANSIBLE_SSH_ARGS"]
+        # Mitogen's scans and minified sources are kept in the same private folder; stock has no Mitogen.
+        assert AnsibleSettings(state_dir=base).env("t")["FJORD_MITOGEN_CACHE"] == f"{base}/mitogen-cache.json"
+        assert "FJORD_MITOGEN_CACHE" not in stock.env("t")
         # OpenSSH binds "<path>.<16 characters>" first, 107 bytes in all: the folder may have 49.
         fits = base / ("a" * (49 - len(str(base)) - 1))
         too_deep = base / ("b" * (50 - len(str(base)) - 1))
@@ -238,3 +241,62 @@ def test_mitogen_runs_name_an_ssh_control_socket_where_one_fits(tmp_path: Path) 
         shutil.rmtree(base)
     deep = tmp_path / ("d" * 60)
     assert "ControlPath" not in AnsibleSettings(state_dir=deep).env("t")["ANSIBLE_SSH_ARGS"]
+
+
+def test_mitogen_scans_and_minified_sources_are_kept_between_runs_and_redone_when_stale(tmp_path: Path) -> None:
+    """RunCache answers a scan from the file while every stamp holds, and scans again when a found file
+    changes or a file appears in a package folder; it never fails on a bad file."""
+    from fjord.adapters.ansible_strategy import RunCache
+
+    search, pkg = tmp_path / "module_utils", tmp_path / "module_utils" / "common"
+    pkg.mkdir(parents=True)
+    module, init, util = tmp_path / "mod.py", pkg / "__init__.py", pkg / "text.py"
+    for f in (module, init, util):
+        f.write_text("x = 1\n")
+    calls: list[str] = []
+
+    def scan(module_name: str, module_path: str, search_path: tuple[str, ...]) -> list[tuple[str, str, bool]]:
+        calls.append(module_name)
+        common = "ansible.module_utils.common"
+        return [(common, str(init), True), (f"{common}.text", str(util), False)]
+
+    path = tmp_path / "cache.json"
+    first = RunCache(path).scan(scan, "mod", str(module), [str(search)])
+    assert RunCache(path).scan(scan, "mod", str(module), [str(search)]) == first
+    assert calls == ["mod"]  # the second run read the answer from the file
+    util.write_text("import os\nx = 2\n")
+    RunCache(path).scan(scan, "mod", str(module), [str(search)])
+    assert calls == ["mod", "mod"]  # a found file changed
+    RunCache(path).scan(scan, "mod", str(module), [str(search)])
+    (pkg / "new.py").write_text("")
+    RunCache(path).scan(scan, "mod", str(module), [str(search)])
+    assert calls == ["mod", "mod", "mod"]  # a file appeared where an import could now resolve
+
+    minified: list[str] = []
+
+    def minimize(source: str) -> str:
+        minified.append(source)
+        return source.upper()
+
+    assert RunCache(path).minimize_source(minimize, "a = 1  # c\n") == "A = 1  # C\n"
+    assert RunCache(path).minimize_source(minimize, b"a = 1  # c\n") == "A = 1  # C\n"
+    assert minified == ["a = 1  # c\n"]
+
+    path.write_text("{not json")
+    assert RunCache(path).scan(scan, "mod", str(module), [str(search)]) == first  # a bad file: just work again
+    RunCache(tmp_path / "missing" / "cache.json").minimize_source(minimize, "b")  # cannot write: no error
+
+
+def test_a_second_mitogen_run_takes_its_scans_and_minified_sources_from_the_cache(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "play.yml").write_text(PLAY)
+    settings = AnsibleSettings(state_dir=tmp_path / "state")
+    _run(tmp_path, settings)
+    cache = tmp_path / "state" / "mitogen-cache.json"
+    data = json.loads(cache.read_text())
+    assert any(key.startswith("ansible_module_ansible.legacy.setup\0") for key in data["scans"]), list(data["scans"])
+    assert data["minified"]  # Mitogen's own modules, as sent to the host's interpreter
+    written = cache.stat().st_mtime_ns
+    _run(tmp_path, settings)
+    assert cache.stat().st_mtime_ns == written  # every scan and every source came from the file

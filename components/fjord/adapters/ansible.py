@@ -209,6 +209,9 @@ class AnsibleSettings:
         }
         if self.mitogen and (path := control_path(state / "cp")):
             env["ANSIBLE_SSH_ARGS"] += " " + shlex.join(["-o", f"ControlPath={path}"])
+        if self.mitogen:
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
+            env[ansible_strategy.CACHE_ENV] = str(state.absolute() / "mitogen-cache.json")
         if self.gather_subset:
             env["ANSIBLE_GATHER_SUBSET"] = self.gather_subset
         if self.mitogen:
