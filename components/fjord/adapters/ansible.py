@@ -207,14 +207,13 @@ class AnsibleSettings:
             "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist={self.control_persist_s}s",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state / "cp"),
         }
-        if self.mitogen and (path := control_path(state / "cp")):
-            env["ANSIBLE_SSH_ARGS"] += " " + shlex.join(["-o", f"ControlPath={path}"])
-        if self.mitogen:
-            state.mkdir(parents=True, exist_ok=True, mode=0o700)
-            env[ansible_strategy.CACHE_ENV] = str(state.absolute() / "mitogen-cache.json")
         if self.gather_subset:
             env["ANSIBLE_GATHER_SUBSET"] = self.gather_subset
         if self.mitogen:
+            if path := control_path(state / "cp"):
+                env["ANSIBLE_SSH_ARGS"] += " " + shlex.join(["-o", f"ControlPath={path}"])
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
+            env[ansible_strategy.CACHE_ENV] = str(state.absolute() / "mitogen-cache.json")
             plugins, prefix = ansible_strategy.PLUGIN_DIR, "fjord_mitogen"
             if self.mitogen_cpu_pinning:
                 import ansible_mitogen

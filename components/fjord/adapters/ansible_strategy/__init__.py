@@ -1,5 +1,5 @@
 """Mitogen's strategies without Mitogen's CPU pinning, their workers' caches warmed before they fork and the
-multiplexer's dependency scans sharing their compiles: the strategy plugins fjord's runs use by default.
+multiplexer's work shared within a run and kept between runs: the strategy plugins fjord's runs use by default.
 
 Mitogen pins its processes to CPUs by a fixed scheme (`ansible_mitogen.affinity`, tested by its authors "on an
 otherwise idle 16 thread machine"): the connection multiplexer to CPU 0 and, on a machine with fewer than four
@@ -7,8 +7,8 @@ CPUs, the strategy process, every worker and their SSH children together to CPU 
 is one core for all of Ansible's own work while the other idles or serves the hosts, and no cgroup or other load
 on the controller is taken into account. Each plugin here installs Mitogen's base `Policy` (it assigns nothing,
 so the kernel schedules these processes like any other) and then is Mitogen's strategy of the same name, whose
-run first calls `warm_worker_caches()` and `share_dependency_scans()`. `AnsibleSettings(mitogen_cpu_pinning=True)`
-runs Mitogen's own plugins instead (neither).
+run first calls `warm_worker_caches()`, `share_dependency_scans()` and `remember_between_runs()`.
+`AnsibleSettings(mitogen_cpu_pinning=True)` runs Mitogen's own plugins instead (none of these).
 """
 
 from __future__ import annotations
@@ -143,8 +143,6 @@ class RunCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
         data: dict[str, Any] = {}
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
@@ -170,13 +168,11 @@ class RunCache:
         with self.lock:
             entry = self.scans.get(key)
             if isinstance(entry, dict) and all(_stamp(p) == s for p, s in entry.get("stamps", {}).items()):
-                self.hits += 1
                 return [tuple(found) for found in entry["found"]]
-        found = original(module_name=module_name, module_path=module_path, search_path=tuple(search_path))
+        found = original(module_name=module_name, module_path=module_path, search_path=tuple(search))
         paths = [str(module_path), *search, *(str(path) for _, path, _ in found)]
         paths += [os.path.dirname(path) for _, path, is_pkg in found if is_pkg]
         with self.lock:
-            self.misses += 1
             self.scans[key] = {"found": [list(f) for f in found], "stamps": {p: _stamp(p) for p in paths}}
             self._save()
         return found
@@ -187,11 +183,9 @@ class RunCache:
         with self.lock:
             done = self.minified.get(key)
             if isinstance(done, str):
-                self.hits += 1
                 return done
         done = original(source)
         with self.lock:
-            self.misses += 1
             self.minified[key] = done
             self._save()
         return done
