@@ -35,3 +35,30 @@ def test_spec_and_sizing_load_nothing_impure() -> None:
     loaded = set(json.loads(proc.stdout))
     assert "fjord" in loaded
     assert loaded.isdisjoint(IMPURE), loaded & set(IMPURE)
+
+
+def test_the_plan_loads_only_what_registering_needs() -> None:
+    """`fjord plan` registers resources; it loads neither what only running them needs (ansible-runner and
+    fjord's Ansible adapter, the Redfish client) nor pulumi-kubernetes' typed classes, whose imports cost more
+    than a dev plan (fjord registers the same requests without them: tests/test_kubernetes_registration.py)."""
+    code = (
+        "import json, sys\n"
+        "from fjord.plan.worker import run\n"
+        "from fjord.spec.load import read_stack\n"
+        "result = run(read_stack('dev'))\n"
+        "assert result['by_type']['kubernetes:helm.sh/v3:Release'] == 3, result['by_type']\n"
+        # pulumi-kubernetes puts its subpackages in sys.modules as lazy modules: count the loaded ones.
+        "print(json.dumps(sorted(k for k, m in sys.modules.items() if type(m).__name__ != '_LazyModule')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert {"fjord.program", "pulumi_kubernetes", "fjord.providers.playbook"} <= loaded
+    unwanted = ("ansible_runner", "ansible", "sushy", "requests", "fjord.adapters.ansible", "fjord.adapters.redfish")
+    assert not {
+        m for m in loaded if m in unwanted or m.startswith(("pulumi_kubernetes.helm", "pulumi_kubernetes.core"))
+    }
+    assert {m for m in loaded if m.startswith("pulumi_kubernetes.")} <= {
+        "pulumi_kubernetes._inputs",
+        "pulumi_kubernetes._utilities",
+        "pulumi_kubernetes.provider",
+    }

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fjord.adapters import ansible_strategy
+from fjord.adapters.playbooks import default_playbooks_dir
 
 EventKind = Literal["play", "task", "ok", "changed", "failed", "unreachable", "skipped"]
 
@@ -250,12 +251,6 @@ class AnsibleSettings:
         if self.fact_cache:
             return {"fact_cache_type": "jsonfile", "fact_cache": str(self.fact_cache_dir(site))}
         return {"fact_cache_type": "memory"}
-
-
-def default_playbooks_dir() -> Path:
-    """`playbooks/` of this checkout, or $FJORD_PLAYBOOKS_DIR."""
-    env = os.environ.get("FJORD_PLAYBOOKS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "playbooks"
 
 
 class _Collector:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from fjord.adapters.ansible import AnsibleSettings, default_playbooks_dir, run_playbook
+from fjord.adapters.playbooks import default_playbooks_dir
 from fjord.hosts.inventory import Inventory, json_digest
 
 TRIGGERS = ("playbook", "inventory_digest", "versions", "playbooks_digest")
@@ -59,6 +59,9 @@ class HostConfigProvider(dyn.ResourceProvider):
         return dyn.UpdateResult(outs=self._run(news, retry if same else ()))
 
     def _run(self, props: dict[str, Any], limit: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        # Imported here: the program only registers the resource; running the playbook is the provider's job.
+        from fjord.adapters.ansible import AnsibleSettings, run_playbook
+
         result = run_playbook(
             props["playbook"],
             json.loads(props["inventory"]),
