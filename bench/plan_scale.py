@@ -360,7 +360,8 @@ def replay(path: str, young_gc_only: bool = False, libraries: bool = False) -> d
     program's counterpart of fjord reading and sizing its stack, and is timed with it. `young_gc_only` gives it
     the plan worker's garbage-collector setting (`fjord.plan.worker.skip_full_collections`, restated here);
     `libraries` first imports the two libraries the issue prescribes for fjord's program beyond Pulumi's SDK,
-    pydantic and pulumi-kubernetes (with its Helm module), and uses neither."""
+    pydantic and pulumi-kubernetes (the package, which loads its Provider class, as much as fjord's program
+    loads: tests/test_layers.py), and uses neither."""
     import gc
 
     import pulumi
@@ -371,7 +372,7 @@ def replay(path: str, young_gc_only: bool = False, libraries: bool = False) -> d
         gen0, gen1, _ = gc.get_threshold()
         gc.set_threshold(gen0, gen1, 1_000_000)
     if libraries:
-        import pulumi_kubernetes.helm.v3
+        import pulumi_kubernetes  # the package and its Provider, as much of it as fjord's program loads
         import pydantic
 
         del pulumi_kubernetes, pydantic
