@@ -37,6 +37,15 @@ def _resource_name(prefix: str, obj: Obj) -> str:
     return f"{prefix}-{object_key(obj).lower().replace('/', '-')}"
 
 
+_K8S_SDK = importlib.metadata.version("pulumi_kubernetes")
+"""The pulumi-kubernetes release whose provider plugin the objects ask for, as its typed classes do."""
+
+
+def _sdk_options(opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+    """`opts` asking for that provider plugin release, as a typed class's defaults do (`opts` wins)."""
+    return pulumi.ResourceOptions.merge(pulumi.ResourceOptions(version=_K8S_SDK), opts)
+
+
 class KubernetesObject(pulumi.CustomResource):
     """One Kubernetes object, registered with the pulumi-kubernetes provider from its manifest as it is.
 
@@ -50,9 +59,7 @@ class KubernetesObject(pulumi.CustomResource):
     def __init__(self, name: str, obj: Obj, opts: pulumi.ResourceOptions) -> None:
         group, _, version = obj["apiVersion"].rpartition("/")
         token = f"kubernetes:{group or 'core'}/{version}:{obj['kind']}"
-        super().__init__(
-            token, name, dict(obj), pulumi.ResourceOptions.merge(pulumi.ResourceOptions(version=_K8S_SDK), opts)
-        )
+        super().__init__(token, name, dict(obj), _sdk_options(opts))
 
 
 class Release(pulumi.CustomResource):
@@ -81,16 +88,9 @@ class Release(pulumi.CustomResource):
             "version": rel.chart.version,
             "status": None,  # an output only: the release's state once installed
         }
-        super().__init__(
-            "kubernetes:helm.sh/v3:Release",
-            name,
-            props,
-            pulumi.ResourceOptions.merge(pulumi.ResourceOptions(version=_K8S_SDK), opts),
-        )
+        super().__init__("kubernetes:helm.sh/v3:Release", name, props, _sdk_options(opts))
 
 
-_K8S_SDK = importlib.metadata.version("pulumi_kubernetes")
-"""The pulumi-kubernetes release whose provider plugin the objects ask for, as its typed classes do."""
 _OWN_KINDS = frozenset({"Namespace", "ConfigMap", "ResourceQuota", "LimitRange", "NetworkPolicy", "StorageClass"})
 
 
