@@ -36,6 +36,7 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/bmc_status.py
 
 clean:

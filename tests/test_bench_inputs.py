@@ -95,3 +95,19 @@ def test_plan_scale_quick_run_prints_every_plan_row() -> None:
     assert plan["count"] == "37 res"
     assert min(plan[k] for k in ("fjord_s", "base_s", "same_inproc_s", "own_work_s")) > 0
     assert all(r["base_s"] > 0 for r in rows[cases.index("plan dev") :])
+
+
+def test_cli_start_runs_every_command_and_baseline() -> None:
+    """The command-line bench end to end, one round: each command and its baseline exit 0 and are timed."""
+    cmd = [sys.executable, str(BENCH / "cli_start.py"), "--repeat", "1", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    rows = json.loads(proc.stdout[proc.stdout.index("\n[") + 1 :])
+    assert [r["command"] for r in rows] == [
+        "fjord --help",
+        "fjord stacks",
+        "fjord validate dev",
+        "fjord size dev --json",
+        "fjord plan dev --json",
+    ]
+    assert all(r["fjord_s"] > 0 and r["baseline_s"] > 0 for r in rows)
+    assert rows[-1]["baseline"] == "plan worker alone"

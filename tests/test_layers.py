@@ -62,3 +62,46 @@ def test_the_plan_loads_only_what_registering_needs() -> None:
         "pulumi_kubernetes._utilities",
         "pulumi_kubernetes.provider",
     }
+
+
+def _cli_modules(*args: str) -> set[str]:
+    """The modules loaded by the `fjord` process itself for `fjord <args>`, run in a fresh interpreter."""
+    code = (
+        "import json, sys\n"
+        "from fjord.cli.main import app\n"
+        f"try:\n    app({list(args)!r})\n"
+        "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return set(json.loads(proc.stderr.splitlines()[-1]))
+
+
+# Each costs more than Python's start: boto3 ~90 ms, sushy with requests ~50 ms, fjord's site model ~35 ms (with
+# the sizing modules), Pulumi's SDK ~140 ms. `fjord --help` went from ~0.5 s to ~0.2 s (bench/cli_start.py).
+# pydantic is not among them: Typer itself loads it to convert a command's arguments (typer._adapters).
+CLIENT_LIBRARIES = ("boto3", "botocore", "sushy", "requests", "ansible_runner", "ansible", "pulumi")
+SITE_MODEL = ("fjord.spec.models", "fjord.sizing.site", "fjord.platform.build", "fjord.hosts.inventory")
+
+
+def test_starting_the_cli_loads_no_client_library() -> None:
+    """`fjord --help` and `fjord stacks` load none of the libraries a command talks to the world with, nor the
+    site model: each is imported by the command that uses it."""
+    for args in (["--help"], ["stacks"], ["bmc", "--help"], ["state", "--help"], ["artifacts", "--help"]):
+        loaded = _cli_modules(*args)
+        assert "fjord.cli.main" in loaded
+        assert not {m.split(".")[0] for m in loaded} & set(CLIENT_LIBRARIES), (args, loaded)
+        assert not loaded & set(SITE_MODEL), (args, loaded & set(SITE_MODEL))
+
+
+def test_plan_and_validate_load_only_what_they_use() -> None:
+    """`fjord plan` validates and plans in its worker process (tests above pin what that loads): the `fjord`
+    process itself loads neither the site model nor Pulumi. `fjord validate` loads the model and sizing, and no
+    client library."""
+    planned = _cli_modules("plan", "dev", "--json")
+    assert "fjord.plan.runner" in planned
+    assert not {m.split(".")[0] for m in planned} & set(CLIENT_LIBRARIES)
+    assert not planned & set(SITE_MODEL)
+    validated = _cli_modules("validate", "dev")
+    assert {"fjord.spec.models", "fjord.sizing.site"} <= validated
+    assert not {m.split(".")[0] for m in validated} & set(CLIENT_LIBRARIES)

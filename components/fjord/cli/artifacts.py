@@ -15,18 +15,19 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from fjord.adapters.s3 import SHA256_META, ObjectInfo, S3Error
 from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, out, reject
 from fjord.cli.state import open_store, store_failed
 from fjord.plan.runner import PlanError, plan_stacks
-from fjord.sizing.site import size_site
 from fjord.spec.load import stacks_dir
+
+if TYPE_CHECKING:  # boto3 is loaded when a command talks to the object store
+    from fjord.adapters.s3 import ObjectInfo
 
 Kind = Literal["plan", "inventory", "validation", "report", "other"]
 KINDS: tuple[str, ...] = ("plan", "inventory", "validation", "report", "other")
@@ -88,6 +89,8 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
 
 def upload(stack: str, folder: Path | None, files: list[tuple[Path, str]]) -> list[ObjectInfo]:
     """Upload (file, kind) pairs with the artifact metadata; the objects as stored."""
+    from fjord.adapters.s3 import S3Error
+
     site, target, store = open_store(stack, folder)
     commit = git_commit(stacks_dir(folder))
     stored: list[ObjectInfo] = []
@@ -112,6 +115,7 @@ def upload(stack: str, folder: Path | None, files: list[tuple[Path, str]]) -> li
 
 
 def _print_stored(stored: list[ObjectInfo], as_json: bool) -> None:
+    from fjord.adapters.s3 import SHA256_META
 
     if as_json:
         sys.stdout.write(json.dumps([_row(o) for o in stored], indent=2) + "\n")
@@ -125,6 +129,8 @@ def _print_stored(stored: list[ObjectInfo], as_json: bool) -> None:
 
 
 def _row(o: ObjectInfo) -> dict[str, object]:
+    from fjord.adapters.s3 import SHA256_META
+
     m = o.metadata
     return {
         "key": o.key,
@@ -157,6 +163,7 @@ def put(
 @app.command("publish")
 def publish(ctx: typer.Context, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Plan the stack offline and upload the plan (JSON) and the host inventory (JSON)."""
+    from fjord.sizing.site import size_site
 
     stack, folder = ctx.obj, stacks_dir_
     site, _, _ = open_store(stack, folder)
@@ -180,6 +187,7 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """List the stack's artifacts, newest first, with their metadata."""
+    from fjord.adapters.s3 import S3Error
 
     stack, folder = ctx.obj, stacks_dir_
     _, target, store = open_store(stack, folder)
@@ -217,6 +225,7 @@ def get(
     stacks_dir_: StacksDir = None,
 ) -> None:
     """Download an artifact and check its content against the SHA-256 stored with it."""
+    from fjord.adapters.s3 import S3Error
 
     stack, folder = ctx.obj, stacks_dir_
     _, target, store = open_store(stack, folder)

@@ -14,16 +14,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode, Target, run_bulk
 from fjord.cli.common import EXIT_REJECTED, JsonFlag, StackArg, StacksDir, err, load_stack, out, split_list
-from fjord.sizing.bmc import bmc_endpoints
-from fjord.spec.models import Bmc
+
+if TYPE_CHECKING:  # the Redfish client (sushy, requests) is loaded when a command talks to BMCs
+    from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode, Target
+    from fjord.spec.models import Bmc
 
 PASSWORD_ENV = "FJORD_BMC_PASSWORD"
 EXIT_NODES_FAILED = 3
@@ -61,6 +62,9 @@ Limit = Annotated[
 
 
 def _targets(ctx: typer.Context, limit: list[str] | None, folder: Path | None) -> tuple[list[Target], Bmc]:
+    from fjord.adapters.redfish import Target
+    from fjord.sizing.bmc import bmc_endpoints
+
     stack = ctx.obj["stack"]
     site, size, _ = load_stack(stack, folder)
     patterns = split_list(limit)
@@ -73,6 +77,8 @@ def _targets(ctx: typer.Context, limit: list[str] | None, folder: Path | None) -
 
 
 def _access(bmc: Bmc) -> tuple[Credentials, Options]:
+    from fjord.adapters.redfish import Credentials, Options
+
     password = os.environ.get(PASSWORD_ENV)
     if not password:
         if not sys.stdin.isatty():
@@ -91,6 +97,8 @@ def _access(bmc: Bmc) -> tuple[Credentials, Options]:
 def _run(
     what: str, targets: list[Target], creds: Credentials, options: Options, op: Callable[[RedfishNode], T], quiet: bool
 ) -> dict[str, Outcome[T]]:
+    from fjord.adapters.redfish import run_bulk
+
     with Progress(
         SpinnerColumn(),
         TextColumn(what),

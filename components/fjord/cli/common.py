@@ -1,19 +1,24 @@
 """What every `fjord` command shares: the consoles, the stack argument and options, and how a rejected
-stack is reported. Sub-command modules import it; `fjord.cli.main` registers them."""
+stack is reported. Sub-command modules import it; `fjord.cli.main` registers them.
+
+The CLI loads a library when a command uses it, not when `fjord` starts: the models and pydantic, boto3,
+sushy and ansible-runner are imported inside the commands (tests/test_layers.py pins what starting loads).
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from fjord.sizing.site import SiteSize, size_site
 from fjord.spec.errors import SiteError
-from fjord.spec.load import load_site, read_stack
-from fjord.spec.models import Site
+
+if TYPE_CHECKING:
+    from fjord.sizing.site import SiteSize
+    from fjord.spec.models import Site
 
 EXIT_REJECTED = 1
 
@@ -42,6 +47,9 @@ def reject(source: str, lines: list[str]) -> typer.Exit:
 
 def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
     """The stack's site, validated and sized, and where it came from; a rejected stack exits 1."""
+    from fjord.sizing.site import size_site
+    from fjord.spec.load import load_site, read_stack
+
     source = f"stack {stack}"
     try:
         cfg = read_stack(stack, folder)

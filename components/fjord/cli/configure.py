@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, ProgressEvent, default_playbooks_dir, run_playbook
 from fjord.cli.common import StackArg, StacksDir, err, load_stack, out, reject, split_list
-from fjord.hosts.inventory import UnknownTarget, build_inventory, upgrade_vars
+
+if TYPE_CHECKING:
+    from fjord.adapters.ansible import PlaybookResult, ProgressEvent
 
 EXIT_HOSTS_FAILED = 3
 UPGRADE_PLAYBOOK = "upgrade-gpu-stack.yml"
@@ -56,6 +57,9 @@ def configure(
     as_json: Annotated[bool, typer.Option("--json", help="Print per-host results as JSON instead of a table.")] = False,
 ) -> None:
     """Configure the site's hosts with Ansible (site.yml by default), with a per-host summary."""
+    from fjord.adapters.ansible import AnsibleSettings, default_playbooks_dir, run_playbook
+    from fjord.hosts.inventory import UnknownTarget, build_inventory, upgrade_vars
+
     site, size, source = load_stack(stack, stacks_dir_)
     extra: dict[str, Any] = {}
     if host_vars is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -19,9 +19,11 @@ from fjord.cli.common import EXIT_REJECTED as EXIT_REJECTED  # the exit codes ar
 from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
 from fjord.cli.configure import configure
 from fjord.plan.runner import MAX_RESOURCES_PER_STACK, PlanError, StackPlan, plan_stacks
-from fjord.sizing.site import SiteSize
 from fjord.spec.load import list_stacks, stacks_dir
-from fjord.spec.models import Site
+
+if TYPE_CHECKING:
+    from fjord.sizing.site import SiteSize
+    from fjord.spec.models import Site
 
 EXIT_OVER_BUDGET = 4
 

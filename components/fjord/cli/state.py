@@ -14,16 +14,18 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from fjord.adapters.s3 import Applied, BucketTaken, ObjectStore, S3Credentials, S3Error, TransferSettings, endpoint_host
 from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
 from fjord.spec.errors import Problem, SiteError
 from fjord.spec.load import SECRET_PLACEHOLDER, StackConfig, read_stack, stacks_dir
-from fjord.spec.models import Site, StoreTarget, tenant_bucket
+
+if TYPE_CHECKING:  # boto3 is loaded when a command talks to the object store
+    from fjord.adapters.s3 import ObjectStore, S3Credentials, S3Error
+    from fjord.spec.models import Site, StoreTarget
 
 EXIT_STORE = 3
 """The object store refused or failed (unreachable, credentials rejected, bucket taken)."""
@@ -56,6 +58,8 @@ def resolve_credentials(
     cfg: StackConfig, env: Mapping[str, str] | None = None, folder: Path | None = None
 ) -> S3Credentials:
     """The S3 credentials for a stack: environment first, then the stack's Pulumi config (the key a secret)."""
+    from fjord.adapters.s3 import S3Credentials
+
     found = S3Credentials.from_env(env)
     if found is not None:
         return found
@@ -104,6 +108,7 @@ def resolve_credentials(
 
 def open_store(stack: str, folder: Path | None) -> tuple[Site, StoreTarget, ObjectStore]:
     """The stack's site, its resolved object store and a client for it; rejects a site without one."""
+    from fjord.adapters.s3 import ObjectStore, TransferSettings
 
     site, _, source = load_stack(stack, folder)
     target = site.store()
@@ -140,6 +145,8 @@ def store_failed(exc: S3Error) -> typer.Exit:
 
 
 def pulumi_login_url(target: StoreTarget) -> str:
+    from fjord.adapters.s3 import endpoint_host
+
     host, tls = endpoint_host(target.endpoint)
     url = f"s3://{target.state_bucket}?endpoint={host}&s3ForcePathStyle=true&region={target.region}"
     return url if tls else url + "&disableSSL=true"
@@ -169,6 +176,8 @@ def init_state(site: Site, target: StoreTarget, store: ObjectStore) -> dict[str,
 @app.command("init")
 def init(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Create the site's Pulumi state bucket (versioned, object lock, noncurrent expiry) and artifacts bucket."""
+    from fjord.adapters.s3 import Applied, S3Error
+
     site, target, store = open_store(stack, stacks_dir_)
     try:
         report = init_state(site, target, store)
@@ -202,6 +211,9 @@ def init(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = Fal
 
 def ensure_tenants(site: Site, store: ObjectStore) -> list[dict[str, Any]]:
     """Per tenant: an RGW user `<site>-<tenant>` owning its buckets, with the tenant's quota. Idempotent."""
+    from fjord.adapters.s3 import BucketTaken
+    from fjord.spec.models import tenant_bucket
+
     rows: list[dict[str, Any]] = []
     for t in site.tenants:
         if not t.buckets and t.object_quota_tb is None:
@@ -235,6 +247,8 @@ def ensure_tenants(site: Site, store: ObjectStore) -> list[dict[str, Any]]:
 @app.command("tenants")
 def tenants(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Create each tenant's RGW user, buckets and quota from the spec (needs the `users=*; buckets=*` caps)."""
+    from fjord.adapters.s3 import S3Error
+
     site, _, store = open_store(stack, stacks_dir_)
     try:
         rows = ensure_tenants(site, store)

@@ -11,13 +11,14 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
 
 from fjord.spec.errors import Problem, SiteError, problems_from_validation
-from fjord.spec.models import Site
+
+if TYPE_CHECKING:
+    from fjord.spec.models import Site
 
 NAMESPACE = "fjord"
 SITE_KEY = f"{NAMESPACE}:site"
@@ -114,7 +115,14 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
 
 
 def load_site(raw: Any, source: str = "") -> Site:
-    """Validate a raw site description; raise SiteError naming every bad field, or return the Site."""
+    """Validate a raw site description; raise SiteError naming every bad field, or return the Site.
+
+    The models (and pydantic) are loaded here, on first use: reading stack files, listing stacks and the
+    commands that only plan in a worker process need neither."""
+    from pydantic import ValidationError
+
+    from fjord.spec.models import Site
+
     if not isinstance(raw, dict):
         raise SiteError([Problem("", type(raw).__name__, "a site must be a mapping")], source)
     try:
