@@ -29,11 +29,12 @@ the engine, each component's outputs, the stack's exports) to JSON; `--replay` r
 Pulumi under the same input-echoing mock, without importing fjord, its wall time including reading the JSON.
 It builds the same tree the way a Pulumi program does, through resource classes, each component creating its
 children in its constructor (Pulumi records a stack trace for every resource made through a class). Its
-ratio is fjord's own cost over Pulumi's cost for the same resources. fjord's plan worker runs without full
-garbage collections (`fjord.plan.worker.skip_full_collections`); the row "and fjord's GC setting" gives the
-replay that setting too, showing how much of the first ratio that setting accounts for; the row
-"+ pydantic, pulumi-kubernetes" also has the replay import the two libraries the issue prescribes for fjord's
-program (pydantic v2 for the spec, pulumi-kubernetes for the platform), the fixed cost no fjord plan avoids.
+ratio is fjord's own cost over Pulumi's cost for the same resources. fjord's plan worker collects no garbage
+while importing and no full generation afterwards (`fjord.plan.worker.collect_young_only`); the row "and
+fjord's GC setting" gives the replay that setting too, showing how much of the first ratio that setting
+accounts for; the row "+ pydantic, pulumi-kubernetes" also has the replay import the two libraries the issue
+prescribes for fjord's program (pydantic v2 for the spec, pulumi-kubernetes for the platform), the fixed cost
+no fjord plan avoids.
 
 The row "bare + fjord's own work" is the floor of any plan of that stack: the bare baseline's wall time plus
 what fjord computes for the stack with no Pulumi at all (`--floor`: importing the spec, sizing, inventory
@@ -358,24 +359,29 @@ def replay(path: str, young_gc_only: bool = False, libraries: bool = False) -> d
     the same types, names, parents and inputs, the components' outputs and the stack's exports, under a mock
     that echoes inputs as state as fjord's plan does. No fjord module is imported; reading the JSON is this
     program's counterpart of fjord reading and sizing its stack, and is timed with it. `young_gc_only` gives it
-    the plan worker's garbage-collector setting (`fjord.plan.worker.skip_full_collections`, restated here);
+    the plan worker's garbage-collector setting (`fjord.plan.worker.collect_young_only`, restated here: none
+    while importing, then the imported objects frozen and young generations only);
     `libraries` first imports the two libraries the issue prescribes for fjord's program beyond Pulumi's SDK,
     pydantic and pulumi-kubernetes (the package, which loads its Provider class, as much as fjord's program
     loads: tests/test_layers.py), and uses neither."""
     import gc
 
+    if young_gc_only:
+        gc.disable()
     import pulumi
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    if young_gc_only:
-        gen0, gen1, _ = gc.get_threshold()
-        gc.set_threshold(gen0, gen1, 1_000_000)
     if libraries:
         import pulumi_kubernetes  # the package and its Provider, as much of it as fjord's program loads
         import pydantic
 
         del pulumi_kubernetes, pydantic
+    if young_gc_only:
+        gc.freeze()
+        gen0, gen1, _ = gc.get_threshold()
+        gc.set_threshold(gen0, gen1, 1_000_000)
+        gc.enable()
 
     started = time.perf_counter()
     plan = json.loads(Path(path).read_text())

@@ -201,30 +201,49 @@ import contextlib, gc, io, json, sys
 from pathlib import Path
 from fjord.plan import worker
 from fjord.spec.load import read_stack
-with contextlib.redirect_stdout(io.StringIO()):
-    if sys.argv[1] == "main":
-        assert worker.main([sys.argv[2], sys.argv[3]]) == 0
-    else:
+if sys.argv[1] == "collect_young_only":
+    worker.collect_young_only()
+else:
+    with contextlib.redirect_stdout(io.StringIO()):
         worker.run(read_stack(sys.argv[2], Path(sys.argv[3])))
-print(json.dumps({"threshold": gc.get_threshold(), "full": gc.get_stats()[2]["collections"]}))
+full = gc.get_stats()[2]["collections"]
+print(json.dumps({"threshold": gc.get_threshold(), "enabled": gc.isenabled(), "full": full}))
 """
+
+
+def _gc_probe(entry: str) -> dict[str, Any]:
+    args = [sys.executable, "-c", GC_PROBE, entry, "narvik", str(STACKS)]
+    proc = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 def test_plan_worker_collects_young_generations_only() -> None:
     """The worker process (one plan, then exit) skips full collections, which walk the whole sized site;
     the same plan with the interpreter's defaults makes several."""
-
-    def probe(entry: str) -> dict[str, Any]:
-        args = [sys.executable, "-c", GC_PROBE, entry, "narvik", str(STACKS)]
-        proc = subprocess.run(args, capture_output=True, text=True, check=True, timeout=300)
-        result: dict[str, Any] = json.loads(proc.stdout)
-        return result
-
-    default, worker = probe("run"), probe("main")
+    default, tuned = _gc_probe("run"), _gc_probe("collect_young_only")
     assert default["full"] > 0
-    assert worker["full"] == 0
-    assert worker["threshold"][:2] == default["threshold"][:2]  # young generations as by default
-    assert worker["threshold"][2] > default["threshold"][2]
+    assert tuned["enabled"]
+    assert tuned["threshold"][:2] == default["threshold"][:2]  # young generations as by default
+    assert tuned["threshold"][2] > default["threshold"][2]
+    done = subprocess.run(
+        [sys.executable, "-m", "fjord.plan.worker", "narvik", str(STACKS)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout)["gc"]["full"] == 0
+
+
+def test_plan_worker_collects_nothing_while_importing() -> None:
+    """Run as the runner runs it, the worker turns the collector off for its imports and freezes what they
+    made; the same imports with the collector on collect many times, finding nothing to free."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fjord.plan.worker", "dev", str(STACKS)], capture_output=True, text=True, check=True
+    )
+    report = json.loads(done.stdout)["gc"]
+    probe = "import gc\nfrom fjord.plan import worker\nprint(sum(s['collections'] for s in gc.get_stats()))"
+    with_collector = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout)
+    assert report["while_importing"] * 3 < with_collector, (report, with_collector)
+    assert report["frozen"] > 50_000  # the modules' objects, out of every later collection
+    assert report["full"] == 0
 
 
 OUTPUTS_PROBE = """

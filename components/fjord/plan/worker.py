@@ -6,6 +6,12 @@ Exit codes: 0 planned; 3 the site was rejected (problems on stdout as JSON); 1 a
 from __future__ import annotations
 
 import gc
+
+if __name__ == "__main__":
+    # The worker's imports (Pulumi's SDK, pydantic, fjord's modules, ~0.25 s) make objects that live until the
+    # process exits; collecting while importing finds nothing to free. See collect_young_only().
+    gc.disable()
+
 import json
 import os
 import resource
@@ -19,6 +25,7 @@ import pulumi
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from fjord import program
 from fjord.plan.mocks import STACK_TYPE, PlanMocks, RecordingMonitor
 from fjord.spec.errors import SiteError
 from fjord.spec.load import SITE_KEY, StackConfig, read_stack
@@ -61,9 +68,9 @@ def run(cfg: StackConfig, monitor_type: type[RecordingMonitor] = RecordingMonito
     pulumi.runtime.set_all_config(pulumi_config(cfg), secret_keys=list(cfg.secret_keys))
     mocks = PlanMocks()
     monitor = monitor_type(mocks)
+    # Pulumi's testing guide imports a program after set_mocks because its module registers resources on
+    # import; fjord.program registers nothing until main() runs, so the worker loads it with its other imports.
     pulumi.runtime.set_mocks(mocks, project="fjord", stack=cfg.stack, preview=True, monitor=monitor)
-
-    from fjord import program  # imported after set_mocks, as Pulumi's testing guide requires
 
     def program_main() -> None:
         program.main()
@@ -116,8 +123,31 @@ def skip_full_collections() -> None:
     gc.set_threshold(gen0, gen1, FULL_COLLECTION_NEVER)
 
 
-def main(argv: list[str]) -> int:
+def collect_young_only() -> int:
+    """After the imports: set the modules' objects aside and collect only young generations from here on.
+
+    The worker disables the collector before its first import (when run as `python -m fjord.plan.worker`):
+    importing makes some 200,000 objects that live until the process exits, and the collector walked them
+    again and again (collections during imports took ~10 % of a `dev` plan). `gc.freeze()` moves them out of
+    every generation, so no later collection walks them either; then the collector is enabled again, young
+    generations only (`skip_full_collections`). Returns how many collections ran before it was called.
+    """
+    before = sum(s["collections"] for s in gc.get_stats())
+    gc.freeze()
     skip_full_collections()
+    gc.enable()
+    return before
+
+
+def collector_report(while_importing: int) -> dict[str, int]:
+    """What the garbage collector did in this worker: collections before the plan (while importing), objects
+    set aside by `gc.freeze()`, full collections in all."""
+    full = gc.get_stats()[2]["collections"]
+    return {"while_importing": while_importing, "frozen": gc.get_freeze_count(), "full": full}
+
+
+def main(argv: list[str]) -> int:
+    while_importing = collect_young_only()
     stack, folder = argv[0], Path(argv[1]) if len(argv) > 1 else None
     try:
         cfg = read_stack(stack, folder)
@@ -125,7 +155,7 @@ def main(argv: list[str]) -> int:
     except SiteError as exc:
         json.dump({"stack": stack, "problems": exc.lines(), "source": exc.source}, sys.stdout)
         return EXIT_REJECTED
-    json.dump(result, sys.stdout)
+    json.dump({**result, "gc": collector_report(while_importing)}, sys.stdout)
     return 0
 
 
