@@ -19,9 +19,10 @@ N`, a bare Pulumi mock program registering N `bench:index:Thing` components flat
 outputs, N being the stack's resource count less the root stack, measured the same way. fjord's figure also
 resolves the stack's exports, inventory included (25,200 hosts for narvik); the bare baseline carries none,
 and a second baseline row ("vs bare + N-host export") exports an inventory of the same size the same way.
-Footnotes give each child's in-process seconds (Pulumi's import excluded; the worker's includes importing
-fjord's modules, ~0.1 s). Targets: narvik < 30 s and < 1.5 GiB; plan <= 1.3x the bare baseline. The row "bare
-baseline, 2,000 res" (plus the root stack) is the per-stack resource budget, for reference.
+Footnotes give each child's in-process seconds (imports excluded: the worker imports fjord's program with
+Pulumi, before it starts its clock; validating and sizing are included). Targets: narvik < 30 s and < 1.5 GiB;
+plan <= 1.3x the bare baseline. The row "bare baseline, 2,000 res" (plus the root stack) is the per-stack
+resource budget, for reference.
 
 The row "vs bare, same resources" compares with bare Pulumi registering exactly what fjord's plan registers:
 `--record` plans the stack with fjord and writes every registration (type, name, parent, inputs as sent to
