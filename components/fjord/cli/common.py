@@ -1,8 +1,8 @@
 """What every `fjord` command shares: the consoles, the stack argument and options, and how a rejected
 stack is reported. Sub-command modules import it; `fjord.cli.main` registers them.
 
-The CLI loads a library when a command uses it, not when `fjord` starts: the models and pydantic, boto3,
-sushy and ansible-runner are imported inside the commands (tests/test_layers.py pins what starting loads).
+The CLI loads a library when a command uses it, not when `fjord` starts: the site model, boto3, sushy and
+ansible-runner are imported inside the commands (tests/test_layers.py pins what each command loads).
 """
 
 from __future__ import annotations

@@ -127,8 +127,8 @@ def collect_young_only() -> int:
     """After the imports: set the modules' objects aside and collect only young generations from here on.
 
     The worker disables the collector before its first import (when run as `python -m fjord.plan.worker`):
-    importing makes some 200,000 objects that live until the process exits, and the collector walked them
-    again and again (collections during imports took ~10 % of a `dev` plan). `gc.freeze()` moves them out of
+    importing makes ~90,000 objects that live until the process exits, and the collector walked them ~140
+    times, freeing nothing (~6 % of a `dev` plan's wall time, bench/plan_scale.py). `gc.freeze()` moves them out of
     every generation, so no later collection walks them either; then the collector is enabled again, young
     generations only (`skip_full_collections`). Returns how many collections ran before it was called.
     """
