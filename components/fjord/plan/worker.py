@@ -132,7 +132,7 @@ def collect_young_only() -> int:
     every generation, so no later collection walks them either; then the collector is enabled again, young
     generations only (`skip_full_collections`). Returns how many collections ran before it was called.
     """
-    before = sum(s["collections"] for s in gc.get_stats())
+    before = sum(int(s["collections"]) for s in gc.get_stats())
     gc.freeze()
     skip_full_collections()
     gc.enable()
