@@ -73,6 +73,9 @@ def test_plan_scale_same_resources_baseline_replays_what_fjord_registers(tmp_pat
     tuned = child("--replay", str(recorded), "--young-gc-only", "--libraries")
     assert tuned["tree"] == replayed["tree"]
     assert tuned["libraries"] == ["pulumi_kubernetes", "pydantic"]
+    # pydantic is used, not only imported: one model built and one value validated through it.
+    assert tuned["validated"] == {"name": "replay"}
+    assert replayed["validated"] is None
     assert tuned["fjord_modules"] == []
 
 
