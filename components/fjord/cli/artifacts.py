@@ -27,7 +27,10 @@ from fjord.plan.runner import PlanError, plan_stacks
 from fjord.spec.load import stacks_dir
 
 if TYPE_CHECKING:  # boto3 is loaded when a command talks to the object store
-    from fjord.adapters.s3 import ObjectInfo
+    from fjord.adapters.s3 import ObjectInfo, ObjectStore
+    from fjord.spec.models import Site, StoreTarget
+
+    Opened = tuple[Site, StoreTarget, ObjectStore]
 
 Kind = Literal["plan", "inventory", "validation", "report", "other"]
 KINDS: tuple[str, ...] = ("plan", "inventory", "validation", "report", "other")
@@ -87,11 +90,14 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-def upload(stack: str, folder: Path | None, files: list[tuple[Path, str]]) -> list[ObjectInfo]:
-    """Upload (file, kind) pairs with the artifact metadata; the objects as stored."""
+def upload(
+    stack: str, folder: Path | None, files: list[tuple[Path, str]], opened: Opened | None = None
+) -> list[ObjectInfo]:
+    """Upload (file, kind) pairs with the artifact metadata; the objects as stored. `opened`: the stack's
+    `open_store` result where the caller has it already."""
     from fjord.adapters.s3 import S3Error
 
-    site, target, store = open_store(stack, folder)
+    site, target, store = opened or open_store(stack, folder)
     commit = git_commit(stacks_dir(folder))
     stored: list[ObjectInfo] = []
     try:
@@ -166,7 +172,8 @@ def publish(ctx: typer.Context, stacks_dir_: StacksDir = None, as_json: JsonFlag
     from fjord.sizing.site import size_site
 
     stack, folder = ctx.obj, stacks_dir_
-    site, _, _ = open_store(stack, folder)
+    opened = open_store(stack, folder)  # once: the site validated and its store's client made, for both uploads
+    site = opened[0]
     try:
         plan = plan_stacks([stack], stacks_dir(folder), 1)[0]
     except PlanError as exc:
@@ -176,7 +183,7 @@ def publish(ctx: typer.Context, stacks_dir_: StacksDir = None, as_json: JsonFlag
         plan_file, inv_file = Path(tmp, f"plan-{stack}.json"), Path(tmp, f"inventory-{stack}.json")
         plan_file.write_text(json.dumps(plan.data, indent=1), encoding="utf-8")
         inv_file.write_text(json.dumps(inventory, indent=1), encoding="utf-8")
-        _print_stored(upload(stack, folder, [(plan_file, "plan"), (inv_file, "inventory")]), as_json)
+        _print_stored(upload(stack, folder, [(plan_file, "plan"), (inv_file, "inventory")], opened), as_json)
 
 
 @app.command("list")
