@@ -14,12 +14,14 @@ CI job. Each row has a baseline doing the same work without fjord's command line
 Commands and baselines run interleaved, one run of each per round, so a drift of the machine's speed weighs on
 both; medians of --repeat rounds. `--against REV` adds a column: the same commands from a git worktree of REV
 (made in a temporary folder, run with PYTHONPATH pointing at its `components/`), e.g. `--against HEAD~1` to
-see what a change did.
+see what a change did. fjord's modules (and REV's) are byte-compiled first, as `make install` does: where
+PYTHONDONTWRITEBYTECODE is set, Python would otherwise compile them again in every process.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -129,6 +131,9 @@ def main(argv: list[str]) -> int:
     print(f"fjord cli_start: repeat={args.repeat}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="fjord-cli-start-") as tmp:
         against = worktree(args.against, Path(tmp) / "rev") if args.against else None
+        for components in (ROOT / "components", against):
+            if components is not None and not compileall.compile_dir(components, quiet=1):
+                raise SystemExit(f"byte-compiling {components} failed")
         try:
             rows = measure(args.repeat, against)
         finally:
