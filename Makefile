@@ -13,9 +13,9 @@ $(BIN)/fjord: pyproject.toml
 
 ## install: the .venv with fjord (editable), its modules byte-compiled as pip compiles an installed wheel's.
 ## Byte-compiling here matters where PYTHONDONTWRITEBYTECODE is set (as on the CI machines): Python then
-## never caches bytecode itself and would compile fjord's modules again in every process (~40 ms per plan).
+## never caches bytecode itself and would compile fjord's modules again in every process (~20 ms of `fjord plan dev`).
 install: $(BIN)/fjord
-	$(BIN)/python -m compileall -q components bench
+	$(BIN)/python -m compileall -q components
 
 ## dev: install, then plan the embedded default site offline (the Quick start's first command)
 dev: install

@@ -114,7 +114,7 @@ def bare_inventory(nodes: int) -> list[dict[str, Any]]:
 def byte_compile() -> None:
     """Byte-compile fjord's modules and this file, as `make install` does and as pip does for an installed
     wheel. Where PYTHONDONTWRITEBYTECODE is set (the CI machines set it), Python never caches bytecode itself,
-    and each child would compile again every module it imports that has none: ~40 ms of fjord's plan, ~4 ms
+    and each child would compile again every module it imports that has none: ~20 ms of fjord's plan, ~4 ms
     of this file for a baseline. Bytecode older than its source is never used (Python checks the source's
     size and mtime), so this changes no result, only what the figures include."""
     import compileall

@@ -21,8 +21,8 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, out, reject
-from fjord.cli.state import open_store, store_failed
+from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
+from fjord.cli.state import connect_store, open_store, store_failed
 from fjord.plan.runner import PlanError, plan_stacks
 from fjord.spec.load import stacks_dir
 
@@ -169,16 +169,15 @@ def put(
 @app.command("publish")
 def publish(ctx: typer.Context, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Plan the stack offline and upload the plan (JSON) and the host inventory (JSON)."""
-    from fjord.sizing.site import size_site
-
     stack, folder = ctx.obj, stacks_dir_
-    opened = open_store(stack, folder)  # once: the site validated and its store's client made, for both uploads
-    site = opened[0]
+    # Once: the site validated and sized (for the inventory) and its store's client made (for both uploads).
+    site, size, source = load_stack(stack, folder)
+    opened = (site, *connect_store(stack, folder, site, source))
     try:
         plan = plan_stacks([stack], stacks_dir(folder), 1)[0]
     except PlanError as exc:
         raise reject(exc.source, exc.lines) from None
-    inventory = [n.inventory_record() for n in size_site(site).hosts()]
+    inventory = [n.inventory_record() for n in size.hosts()]
     with tempfile.TemporaryDirectory(prefix="fjord-artifacts-") as tmp:
         plan_file, inv_file = Path(tmp, f"plan-{stack}.json"), Path(tmp, f"inventory-{stack}.json")
         plan_file.write_text(json.dumps(plan.data, indent=1), encoding="utf-8")

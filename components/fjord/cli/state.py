@@ -108,9 +108,15 @@ def resolve_credentials(
 
 def open_store(stack: str, folder: Path | None) -> tuple[Site, StoreTarget, ObjectStore]:
     """The stack's site, its resolved object store and a client for it; rejects a site without one."""
+    site, _, source = load_stack(stack, folder)
+    return (site, *connect_store(stack, folder, site, source))
+
+
+def connect_store(stack: str, folder: Path | None, site: Site, source: str) -> tuple[StoreTarget, ObjectStore]:
+    """The resolved object store of the stack's validated `site` and a client for it; rejects a site without
+    one (`source`: where the site came from, for the message)."""
     from fjord.adapters.s3 import ObjectStore, TransferSettings
 
-    site, _, source = load_stack(stack, folder)
     target = site.store()
     if target is None:
         raise reject(
@@ -134,7 +140,7 @@ def open_store(stack: str, folder: Path | None) -> tuple[Site, StoreTarget, Obje
     settings = TransferSettings(
         max_attempts=spec.max_attempts, connect_timeout_s=spec.connect_timeout_s, read_timeout_s=spec.read_timeout_s
     )
-    return site, target, ObjectStore(target.endpoint, creds, target.region, settings)
+    return target, ObjectStore(target.endpoint, creds, target.region, settings)
 
 
 def store_failed(exc: S3Error) -> typer.Exit:
