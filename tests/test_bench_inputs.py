@@ -92,12 +92,19 @@ def test_plan_scale_quick_run_prints_every_plan_row() -> None:
         "    and fjord's GC setting",
         "    + pydantic, pulumi-kubernetes",
         "  bare + fjord's own work",
+        "  bare, same res. + libraries",
         "bare baseline",
     ]
     plan = rows[cases.index("plan dev")]
     assert plan["count"] == "37 res"
     assert min(plan[k] for k in ("fjord_s", "base_s", "same_inproc_s", "own_work_s")) > 0
     assert all(r["base_s"] > 0 for r in rows[cases.index("plan dev") :])
+    libs = rows[cases.index("  bare, same res. + libraries")]
+    replay = rows[cases.index("    + pydantic, pulumi-kubernetes")]
+    # The libraries' floor is that replay's wall time, set against the empty-components baseline.
+    assert libs["fjord_s"] == replay["base_s"]
+    assert libs["base_s"] == plan["base_s"]
+    assert libs["target"].endswith(("meets 1.3x", "misses 1.3x"))
 
 
 def test_cli_start_runs_every_command_and_baseline() -> None:
