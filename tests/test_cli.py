@@ -185,7 +185,9 @@ def test_secrets_never_printed(tmp_path: Path) -> None:
         assert "Q2lwaGVydGV4dE5ldmVyVG9CZVByaW50ZWQ" not in text
 
 
-def test_secret_config_reaches_the_program_as_a_secret(tmp_path: Path) -> None:
+def test_secret_config_is_handed_on_as_a_secret_key(tmp_path: Path) -> None:
+    """The plan hands an encrypted value to the program under its key, named secret, never decrypted.
+    (What the program then sends the engine: tests/test_secrets.py.)"""
     from fjord.plan.worker import pulumi_config
     from fjord.spec.load import SECRET_PLACEHOLDER, read_stack
 

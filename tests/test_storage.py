@@ -100,10 +100,11 @@ def test_credentials_from_the_environment_first() -> None:
 
 
 def test_plain_secret_in_the_stack_is_refused_without_showing_it() -> None:
-    cfg = _stack({"fjord:s3AccessKeyId": "AK", "fjord:s3SecretAccessKey": SECRET})
+    # Refused as the stack is read, before any credentials are looked for (the environment's included).
     with pytest.raises(SiteError) as caught:
-        resolve_credentials(cfg, {})
-    assert "must be a Pulumi secret" in str(caught.value)
+        _stack({"fjord:s3AccessKeyId": "AK", "fjord:s3SecretAccessKey": SECRET})
+    assert "fjord:s3SecretAccessKey: is a credential stored in plain text" in str(caught.value)
+    assert "pulumi config set --secret fjord:s3SecretAccessKey" in str(caught.value)
     assert SECRET not in str(caught.value)
 
 

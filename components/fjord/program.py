@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pulumi
 
+from fjord.components._config import credential
+from fjord.components.platform import kubeconfig_key
 from fjord.components.site import Site, SiteArgs
 from fjord.sizing.site import size_site
 from fjord.spec.errors import Problem, SiteError
@@ -29,8 +31,11 @@ def main() -> Site:
     except SiteError as exc:
         raise SiteError(exc.problems, f"stack {stack}") from None
     # The BMC password is a Pulumi secret. Unset, the bare-metal resources still plan, and the provider's
-    # check fails the preview with a line saying how to set it.
-    password = config.get_secret("bmcPassword") or pulumi.Output.secret("")
+    # check fails the preview with a line saying how to set it. Every credential is checked here, before the
+    # first registration, so a stack holding one in plain text changes nothing.
+    password = credential("bmcPassword") or pulumi.Output.secret("")
+    for cluster in spec.clusters:
+        credential(kubeconfig_key(cluster.name))
     # fjord:configureHosts false leaves the hosts alone (no HostConfig resources).
     site = Site(
         spec.name,

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
 from fjord.spec.errors import Problem, SiteError
-from fjord.spec.load import SECRET_PLACEHOLDER, StackConfig, read_stack, stacks_dir
+from fjord.spec.load import SECRET_PLACEHOLDER, StackConfig, plain_secret_problem, read_stack, stacks_dir
 
 if TYPE_CHECKING:  # boto3 is loaded when a command talks to the object store
     from fjord.adapters.s3 import ObjectStore, S3Credentials, S3Error
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # boto3 is loaded when a command talks to the object store
 EXIT_STORE = 3
 """The object store refused or failed (unreachable, credentials rejected, bucket taken)."""
 ACCESS_KEY = "fjord:s3AccessKeyId"
-SECRET_KEY = "fjord:s3SecretAccessKey"
+SECRET_KEY = "fjord:s3SecretAccessKey"  # one of fjord.spec.load.SECRET_CONFIG_KEYS
 TB = 10**12
 
 app: typer.Typer = typer.Typer(
@@ -64,17 +64,8 @@ def resolve_credentials(
     if found is not None:
         return found
     source = str(cfg.path or cfg.stack)
-    if cfg.config.get(SECRET_KEY) not in (None, SECRET_PLACEHOLDER):
-        raise SiteError(
-            [
-                Problem(
-                    SECRET_KEY,
-                    "[not shown]",
-                    f"must be a Pulumi secret: `pulumi config set --secret {SECRET_KEY}`; allowed: a secure: value",
-                )
-            ],
-            source,
-        )
+    if cfg.config.get(SECRET_KEY) not in (None, SECRET_PLACEHOLDER):  # read_stack refuses it; a built config may not
+        raise SiteError([plain_secret_problem(SECRET_KEY)], source)
     access = cfg.config.get(ACCESS_KEY)
     if SECRET_KEY in cfg.secret_keys and access is not None:
         where = folder or stacks_dir()

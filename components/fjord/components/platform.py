@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from fjord.components._config import credential
 from fjord.components._outputs import plain
 from fjord.platform import ClusterPlatform, HelmRelease, object_key, release_for
 from fjord.platform.build import Obj
@@ -116,7 +117,7 @@ class Platform(pulumi.ComponentResource):
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("fjord:components:Platform", name, None, opts)
         p = args.platform
-        self.kubeconfig = kubeconfig = pulumi.Config("fjord").get_secret(kubeconfig_key(p.cluster))
+        self.kubeconfig = kubeconfig = credential(kubeconfig_key(p.cluster))
         self.provider = k8s.Provider(
             f"{name}-provider",
             kubeconfig=kubeconfig,

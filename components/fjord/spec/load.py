@@ -24,6 +24,24 @@ NAMESPACE = "fjord"
 SITE_KEY = f"{NAMESPACE}:site"
 DEFAULT_STACK = "dev"
 SECRET_PLACEHOLDER = "[secret]"
+SECRET_CONFIG_KEYS = (f"{NAMESPACE}:bmcPassword", f"{NAMESPACE}:s3SecretAccessKey")
+"""Config keys whose value is a credential: only ever a Pulumi secret (`secure:` in the stack file)."""
+SECRET_CONFIG_PREFIXES = (f"{NAMESPACE}:kubeconfig-",)
+"""Prefixes of such keys: a cluster's kubeconfig, `fjord:kubeconfig-<cluster>`."""
+
+
+def must_be_secret(key: str) -> bool:
+    """Whether the full config key `key` holds a credential, which a stack file may hold only encrypted."""
+    return key in SECRET_CONFIG_KEYS or key.startswith(SECRET_CONFIG_PREFIXES)
+
+
+def plain_secret_problem(key: str) -> Problem:
+    """The problem of a credential stored in plain text; its value is never shown."""
+    return Problem(
+        key,
+        "[not shown]",
+        f"is a credential stored in plain text; allowed: a Pulumi secret, set with `pulumi config set --secret {key}`",
+    )
 
 
 @dataclass(frozen=True)
@@ -94,12 +112,17 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
         raise SiteError([Problem("config", type(raw_config).__name__, "must be a mapping of keys")], source)
     config: dict[str, Any] = {}
     secrets: list[str] = []
+    plain: list[Problem] = []
     for key, value in raw_config.items():
         full = key if ":" in key else f"{NAMESPACE}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.append(full)
             value = SECRET_PLACEHOLDER
+        elif must_be_secret(full):
+            plain.append(plain_secret_problem(full))
         config[full] = value
+    if plain:
+        raise SiteError(plain, source)
     near = [k for k in difflib.get_close_matches(SITE_KEY, config, n=3, cutoff=0.8) if k != SITE_KEY]
     if near:
         raise SiteError([Problem(near[0], "...", f"unknown key; did you mean {SITE_KEY!r}?")], source)
