@@ -884,6 +884,16 @@ def test_bad_site_is_rejected_at_its_field(case: Bad) -> None:
     assert str(problem) in str(exc)
 
 
+def test_every_rejection_says_what_is_allowed() -> None:
+    """Not only each case's own hint: every problem the table provokes at its field says what is allowed,
+    in one form (`...; allowed: ...`, or `allowed keys: ...` for a typo), pydantic's own checks included."""
+    silent = []
+    for case in CASES:
+        _, at_path = _reject(case)
+        silent += [f"{case.id}: {p}" for p in at_path if not re.search(r"\ballowed( keys)?: \S", p.message)]
+    assert silent == []
+
+
 def test_the_table_is_big_and_distinct() -> None:
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)

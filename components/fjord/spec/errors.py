@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,5 +115,57 @@ def problems_from_validation(model: type[BaseModel], err: ValidationError) -> li
         msg = item["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        problems.append(Problem(base, item.get("input"), msg))
+        problems.append(Problem(base, item.get("input"), _with_allowed(item["type"], msg, ctx)))
     return problems
+
+
+def _plural(n: Any, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+_ALLOWED: dict[str, Callable[[dict[str, Any]], str]] = {
+    "greater_than": lambda c: f"> {c['gt']}",
+    "greater_than_equal": lambda c: f">= {c['ge']}",
+    "less_than": lambda c: f"< {c['lt']}",
+    "less_than_equal": lambda c: f"<= {c['le']}",
+    "multiple_of": lambda c: f"a multiple of {c['multiple_of']}",
+    "finite_number": lambda c: "a finite number",
+    "literal_error": lambda c: f"{c['expected']}",
+    "enum": lambda c: f"{c['expected']}",
+    "string_too_short": lambda c: f"at least {_plural(c['min_length'], 'character')}",
+    "string_too_long": lambda c: f"at most {_plural(c['max_length'], 'character')}",
+    "too_short": lambda c: f"at least {_plural(c['min_length'], 'item')}",
+    "too_long": lambda c: f"at most {_plural(c['max_length'], 'item')}",
+    "string_pattern_mismatch": lambda c: f"a string matching {c['pattern']}",
+    "ip_v4_network": lambda c: "an IPv4 network in CIDR form, no bits set past the prefix, such as 10.16.0.0/14",
+    "ip_v4_address": lambda c: "an IPv4 address such as 10.16.0.1",
+    "int_type": lambda c: "a whole number",
+    "int_parsing": lambda c: "a whole number",
+    "int_from_float": lambda c: "a whole number",
+    "float_type": lambda c: "a number",
+    "float_parsing": lambda c: "a number",
+    "bool_type": lambda c: "true or false",
+    "bool_parsing": lambda c: "true or false",
+    "string_type": lambda c: "a string",
+    "dict_type": lambda c: "a mapping of keys to values",
+    "model_type": lambda c: "a mapping of keys to values",
+    "model_attributes_type": lambda c: "a mapping of keys to values",
+    "list_type": lambda c: "a list",
+    "tuple_type": lambda c: "a list",
+    "url_parsing": lambda c: "a URL such as https://host:port/path",
+    "url_scheme": lambda c: f"a URL with scheme {c.get('expected_schemes', 'http or https')}",
+}
+"""What each pydantic error type allows, from its context, for messages that do not say it already."""
+
+
+def _with_allowed(kind: str, msg: str, ctx: dict[str, Any]) -> str:
+    """pydantic's message with what is allowed added, as fjord's own messages end: `...; allowed: ...`."""
+    allowed = _ALLOWED.get(kind)
+    if allowed is None or "allowed" in msg:
+        return msg
+    if kind in ("literal_error", "enum"):  # pydantic's message is the list itself: say it once
+        msg = "is not one of the allowed values"
+    try:
+        return f"{msg}; allowed: {allowed(ctx)}"
+    except KeyError:  # a context without the expected entry: pydantic's message alone
+        return msg

@@ -50,6 +50,11 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _a(word: str) -> str:
+    """The indefinite article before a fabric technology or a GPU SKU as read aloud: an infiniband, an H100."""
+    return "an" if word[:1].lower() in "aeiouh" else "a"
+
+
 def _duplicates(names: Iterable[str]) -> list[str]:
     return sorted(n for n, c in Counter(names).items() if c > 1)
 
@@ -115,13 +120,21 @@ class Fabric(_Spec):
                     Problem(
                         "switch",
                         self.switch,
-                        f"is a {sw.technology} switch; this fabric is {self.technology}",
+                        f"is {_a(sw.technology)} {sw.technology} switch; this fabric is {self.technology}; allowed: "
+                        + ", ".join(n for n, m in SWITCH_CATALOG.items() if m.technology == self.technology),
                     )
                 ]
             )
         if self.role == "compute" and self.technology == "ethernet":
             raise SpecProblems(
-                [Problem("technology", self.technology, "a compute fabric must be InfiniBand or Spectrum-X")]
+                [
+                    Problem(
+                        "technology",
+                        self.technology,
+                        "a compute fabric must be InfiniBand or Spectrum-X; allowed: "
+                        + ", ".join(sorted({m.technology for m in SWITCH_CATALOG.values()} - {"ethernet"})),
+                    )
+                ]
             )
         symmetric = sw.leaf_downlinks == sw.leaf_uplinks
         allowed = (sw.radix, 2 * sw.radix) if symmetric else (sw.radix,)
@@ -216,7 +229,11 @@ class Cluster(_Spec):
         problems: list[Problem] = []
         if (self.gpus is None) == (self.scalable_units is None):
             problems.append(
-                Problem("gpus", self.gpus, "give exactly one of 'gpus' or 'scalable_units' to size the cluster")
+                Problem(
+                    "gpus",
+                    self.gpus,
+                    "give exactly one of 'gpus' or 'scalable_units' to size the cluster; allowed: exactly one of them",
+                )
             )
         sku = self.gpu
         if self.gpus is not None:
@@ -235,7 +252,8 @@ class Cluster(_Spec):
                 Problem(
                     "nodes_per_rack",
                     self.nodes_per_rack,
-                    f"an {sku.name} rack always holds {sku.default_nodes_per_rack} compute trays",
+                    f"{_a(sku.name)} {sku.name} rack always holds {sku.default_nodes_per_rack} compute trays;"
+                    f" allowed: {sku.default_nodes_per_rack}, or leave it unset",
                 )
             )
         if self.scheduler != "kubernetes":
@@ -286,7 +304,9 @@ class IpPlan(_Spec):
     def _no_overlap(self) -> IpPlan:
         nets = [(k, v) for k, v in self if v is not None]
         problems = [
-            Problem(b, str(nb), f"overlaps {a} ({na}); supernets must not overlap")
+            Problem(
+                b, str(nb), f"overlaps {a} ({na}); supernets must not overlap; allowed: a supernet disjoint from {na}"
+            )
             for i, (a, na) in enumerate(nets)
             for b, nb in nets[i + 1 :]
             if na.overlaps(nb)
@@ -352,7 +372,12 @@ class ObjectStore(_Spec):
         problems: list[Problem] = []
         if (self.tier is None) == (self.endpoint is None):
             problems.append(
-                Problem("tier", self.tier, "give exactly one of 'tier' (an object tier of the site) or 'endpoint'")
+                Problem(
+                    "tier",
+                    self.tier,
+                    "give exactly one of 'tier' (an object tier of the site) or 'endpoint';"
+                    " allowed: exactly one of them",
+                )
             )
         if self.endpoint is not None and self.jurisdiction is None:
             problems.append(
@@ -416,7 +441,13 @@ class Software(_Spec):
             )
         if self.driver_branch < need:
             raise SpecProblems(
-                [Problem("driver_branch", self.driver_branch, f"CUDA {self.cuda} needs driver branch >= {need}")]
+                [
+                    Problem(
+                        "driver_branch",
+                        self.driver_branch,
+                        f"CUDA {self.cuda} needs driver branch >= {need}; allowed: {need} or newer, or an older CUDA",
+                    )
+                ]
             )
         return self
 
@@ -517,7 +548,13 @@ class Bmc(_Spec):
     def _consistent(self) -> Bmc:
         problems: list[Problem] = []
         if self.boot == "virtual-media" and self.image_url is None:
-            problems.append(Problem("image_url", None, "boot 'virtual-media' needs the OS image's URL"))
+            problems.append(
+                Problem(
+                    "image_url",
+                    None,
+                    "boot 'virtual-media' needs the OS image's URL; allowed: an http(s) URL of the image",
+                )
+            )
         if self.boot != "virtual-media" and self.image_url is not None:
             problems.append(
                 Problem(
@@ -526,7 +563,11 @@ class Bmc(_Spec):
             )
         if self.systems and self.endpoint is None:
             problems.append(
-                Problem("systems", sorted(self.systems)[:3], "maps nodes to systems of one endpoint; set 'endpoint'")
+                Problem(
+                    "systems",
+                    sorted(self.systems)[:3],
+                    "maps nodes to systems of one endpoint; set 'endpoint'; allowed: 'systems' only with 'endpoint'",
+                )
             )
         if problems:
             raise SpecProblems(problems)
@@ -569,7 +610,12 @@ class Site(_Spec):
             for dup in _duplicates(names):
                 first, *repeats = [k for k, n in enumerate(names) if n == dup]
                 problems += [
-                    Problem(f"{field}[{k}].name", dup, f"is already the name of {field}[{first}]; names must be unique")
+                    Problem(
+                        f"{field}[{k}].name",
+                        dup,
+                        f"is already the name of {field}[{first}]; names must be unique;"
+                        f" allowed: a name no other of {field} has",
+                    )
                     for k in repeats
                 ]
         halls = {h.name: h for h in self.halls}
@@ -582,7 +628,7 @@ class Site(_Spec):
                     Problem(
                         "fabrics",
                         [f.name for f in self.fabrics],
-                        f"needs exactly one '{role}' fabric, has {count}",
+                        f"needs exactly one '{role}' fabric, has {count}; allowed: exactly one",
                     )
                 )
         for i, c in enumerate(self.clusters):
@@ -617,7 +663,8 @@ class Site(_Spec):
                     Problem(
                         "software.driver_branch",
                         self.software.driver_branch,
-                        f"cluster {c.name!r} ({c.sku}) needs driver branch >= {c.gpu.min_driver_branch}",
+                        f"cluster {c.name!r} ({c.sku}) needs driver branch >= {c.gpu.min_driver_branch};"
+                        f" allowed: {c.gpu.min_driver_branch} or newer",
                     )
                 )
         for i, t in enumerate(self.storage):
@@ -641,7 +688,12 @@ class Site(_Spec):
             )
         if self.air_gap is None and self.software.driver_source == "mirror":
             problems.append(
-                Problem("software.driver_source", "mirror", "needs 'air_gap.packages', the site's mirror; none is set")
+                Problem(
+                    "software.driver_source",
+                    "mirror",
+                    "needs 'air_gap.packages', the site's mirror; none is set; allowed: 'repository', 'preinstalled',"
+                    " or 'mirror' with air_gap.packages set",
+                )
             )
         if problems:
             raise SpecProblems(problems)
@@ -680,7 +732,13 @@ class Site(_Spec):
                         )
                     )
             for dup in _duplicates(t.buckets):
-                problems.append(Problem(f"tenants[{i}].buckets", dup, "is listed twice; bucket names must be unique"))
+                problems.append(
+                    Problem(
+                        f"tenants[{i}].buckets",
+                        dup,
+                        "is listed twice; bucket names must be unique; allowed: each name once",
+                    )
+                )
         return problems
 
     def _object_store_problems(self) -> list[Problem]:
