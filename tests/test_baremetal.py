@@ -288,9 +288,14 @@ def test_per_node_diff(emulator: Emulator) -> None:
     assert BareMetalProvider().check({}, {**news, PASSWORD: ""}).failures[0].property == PASSWORD
 
 
-def test_leave_on_delete_touches_nothing(emulator: Emulator) -> None:
-    # A closed port: any BMC call would fail, so success proves nothing was called.
+def test_leave_on_delete_touches_nothing(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A closed port: any BMC call would fail; and no power-off is even attempted.
+    tried: list[str] = []
+    monkeypatch.setattr(BareMetalProvider, "power_off", lambda self, p: tried.append(p["unit"]))
     BareMetalProvider().delete("t-su000", props({NODES[21]: closed_port_url()}, on_delete="leave"))
+    assert tried == []
+    BareMetalProvider().delete("t-su000", props({NODES[21]: closed_port_url()}, on_delete="power-off"))
+    assert tried == ["t-su000"]  # the spy does see a delete that powers off
 
 
 def test_provider_object_pickles_without_connections() -> None:

@@ -110,6 +110,7 @@ def test_validate_playbook_measures_this_node(tmp_path: Path) -> None:
     assert status["gpu_count"] == status["gpu_model"] == status["driver_branch"] == "passed", report["checks"]
     assert {status["hbm_bandwidth"], status["bf16_gemm"]} <= {"passed", "failed"}, report["checks"]
     sku = _catalog_sku(GPUS[0]["name"])
+    assert len(report["benchmarks"]["per_gpu"]) == len(GPUS), report["benchmarks"]
     for gpu in report["benchmarks"]["per_gpu"]:
         assert 0 < gpu["hbm_tbps"] <= sku.hbm_tbps, gpu
         assert 0 < gpu["bf16_tflops"] <= sku.bf16_dense_tflops, gpu

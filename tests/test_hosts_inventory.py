@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from fjord.cli.main import EXIT_REJECTED, app
 from fjord.hosts import build_inventory
-from fjord.hosts.inventory import UnknownTarget, cluster_vars, site_vars
+from fjord.hosts.inventory import UnknownTarget, cluster_vars, site_vars, upgrade_vars
 from fjord.sizing.site import size_site
 from fjord.spec.load import load_site
-from tests.conftest import stack_site
+from tests.conftest import STACKS, stack_site
 
 # The variables the roles read (i3-CONTRACT.md, "Interface"): every one is set for every host.
 CONTRACT_VARS = {
@@ -149,3 +151,49 @@ def test_digest_follows_the_spec(dev_site: dict[str, Any]) -> None:
     dev_site["software"]["driver_branch"] = 575
     bumped = load_site(dev_site)
     assert build_inventory(bumped, size_site(bumped)).digest != first.digest
+
+
+def test_upgrade_policy_is_the_one_of_the_clusters_in_the_limit() -> None:
+    site = load_site(stack_site("uk"))  # b200 sets its own policy (5 %, 1 %), h200 keeps the spec's defaults
+    assert upgrade_vars(site, ["b200"]) == {"fjord_upgrade_batch_percent": 5, "fjord_upgrade_max_fail_percentage": 1}
+    assert upgrade_vars(site, ["h200"]) == {"fjord_upgrade_batch_percent": 10, "fjord_upgrade_max_fail_percentage": 0}
+    with pytest.raises(ValueError, match=r"different upgrade policies .*\[\(5, 1\), \(10, 0\)\]; allowed: a --limit"):
+        upgrade_vars(site, ["h200", "b200"])
+
+
+UPGRADE_PROBE = """
+- name: Probe | The upgrade policy the playbook is handed
+  hosts: all
+  gather_facts: false
+  serial: "{{ fjord_upgrade_batch_percent }}%"
+  max_fail_percentage: "{{ fjord_upgrade_max_fail_percentage }}"
+  tasks:
+    - name: Probe | Write it down
+      ansible.builtin.copy:
+        content: "{{ fjord_upgrade_batch_percent }} {{ fjord_upgrade_max_fail_percentage }}"
+        dest: "OUT"
+        mode: "0644"
+      delegate_to: localhost
+      run_once: true
+"""
+
+
+def test_configure_hands_the_upgrade_playbook_the_policy_of_its_cluster(tmp_path: Path) -> None:
+    """`fjord configure --playbook upgrade-gpu-stack.yml` runs Ansible with the limited cluster's policy as extra
+    vars (a stand-in playbook of that name writes down what it got, from this machine); a limit spanning two
+    clusters with different policies is refused before Ansible runs."""
+    policy = tmp_path / "policy"
+    (tmp_path / "upgrade-gpu-stack.yml").write_text(UPGRADE_PROBE.replace("OUT", str(policy)))
+    site = load_site(stack_site("uk"))
+    host = next(h for h in build_inventory(site, size_site(site), ["cluster_b200"]).hosts)
+    args = ["configure", "uk", "--playbook", "upgrade-gpu-stack.yml", "--playbooks-dir", str(tmp_path)]
+    args += ["--stacks-dir", str(STACKS), "--json"]
+    ran = CliRunner().invoke(app, [*args, "--limit", host])
+    assert ran.exit_code == 0, ran.output
+    assert policy.read_text() == "5 1"
+    policy.unlink()
+    refused = CliRunner().invoke(app, [*args, "--limit", "cluster_h200,cluster_b200"])
+    assert refused.exit_code == EXIT_REJECTED
+    assert "different upgrade policies" in refused.output
+    assert "allowed: a --limit within one cluster" in refused.output
+    assert not policy.exists()

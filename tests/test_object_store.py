@@ -33,6 +33,7 @@ from fjord.cli.state import EXIT_STORE
 from fjord.spec.load import default_site
 
 from .ceph_cluster import CephCluster, CephUnavailable, S3User, missing_binaries
+from .test_cli import CIPHERTEXT
 
 pytestmark = pytest.mark.rgw
 MiB = 1 << 20
@@ -79,13 +80,17 @@ def env_for(user: S3User) -> dict[str, str]:
     return {"FJORD_S3_ACCESS_KEY_ID": user.access_key, "FJORD_S3_SECRET_ACCESS_KEY": user.secret_key}
 
 
-def lab_stack(folder: Path, endpoint: str, name: str = "lab", **store: Any) -> str:
-    """A stack of the dev site whose object store is the test RGW (an explicit endpoint in the site's EEA)."""
+def lab_stack(
+    folder: Path, endpoint: str, name: str = "lab", config: dict[str, Any] | None = None, **store: Any
+) -> str:
+    """A stack of the dev site whose object store is the test RGW (an explicit endpoint in the site's EEA),
+    with `config` besides the site."""
     site = default_site()
     site["name"] = name
     site["object_store"] = {"endpoint": endpoint, "jurisdiction": "EEA", "max_attempts": 3, **store}
     site["tenants"][0]["buckets"] = ["datasets", "checkpoints"]
-    (folder / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump({"config": {"fjord:site": site}}), encoding="utf-8")
+    doc = {"config": {"fjord:site": site, **(config or {})}}
+    (folder / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
     return name
 
 
@@ -413,7 +418,9 @@ def base64_md5(data: bytes) -> str:
 def test_secret_key_never_appears_in_output_errors_or_artifacts(
     ceph: CephCluster, admin_user: S3User, tmp_path: Path
 ) -> None:
-    stack = lab_stack(tmp_path, ceph.endpoint, "lab-sec")
+    # The stack also holds its credentials as Pulumi secrets (ciphertext the offline commands cannot decrypt).
+    encrypted = {k: {"secure": CIPHERTEXT} for k in ("fjord:bmcPassword", "fjord:s3SecretAccessKey")}
+    stack = lab_stack(tmp_path, ceph.endpoint, "lab-sec", config=encrypted)
     secret = admin_user.secret_key
     report = tmp_path / "report.txt"
     report.write_text("node ok\n")
@@ -422,18 +429,24 @@ def test_secret_key_never_appears_in_output_errors_or_artifacts(
         fjord(tmp_path, admin_user, "state", "init", stack, "--json"),
         fjord(tmp_path, admin_user, "state", "tenants", stack),
         artifacts(tmp_path, admin_user, stack, "put", str(report)),
+        artifacts(tmp_path, admin_user, stack, "publish", "--json"),
         artifacts(tmp_path, admin_user, stack, "list", "--json"),
         artifacts(tmp_path, admin_user, stack, "get", "lab-sec/report/nope", "-o", str(tmp_path / "x")),
         fjord(tmp_path, S3User("x", admin_user.access_key, secret[::-1]), "state", "init", stack),
     ]
-    assert [r.exit_code for r in runs] == [0, 0, 0, 0, 0, EXIT_STORE, EXIT_STORE]
+    assert [r.exit_code for r in runs] == [0, 0, 0, 0, 0, 0, EXIT_STORE, EXIT_STORE]
     for r in runs:
-        assert secret not in r.output
-        assert secret[::-1] not in r.output
+        for needle in (secret, secret[::-1], CIPHERTEXT):
+            assert needle not in r.output
     store = store_for(ceph, admin_user)
     assert secret not in repr(store)
     assert secret not in repr(S3Credentials(admin_user.access_key, secret))
     listed = store.list("lab-sec-artifacts")
-    assert listed
+    # The uploaded report, and the published plan and inventory: read back whole, metadata and body.
+    assert sorted(o.key.split("/")[1] for o in listed) == ["inventory", "plan", "report"]
     for o in listed:
-        assert secret not in json.dumps(o.metadata)
+        body = store.get_bytes("lab-sec-artifacts", o.key)
+        assert body
+        for needle in (secret, CIPHERTEXT):
+            assert needle not in json.dumps(o.metadata)
+            assert needle.encode() not in body

@@ -58,7 +58,7 @@ def configure(
 ) -> None:
     """Configure the site's hosts with Ansible (site.yml by default), with a per-host summary."""
     from fjord.adapters.ansible import AnsibleSettings, default_playbooks_dir, run_playbook
-    from fjord.hosts.inventory import UnknownTarget, build_inventory, upgrade_vars
+    from fjord.hosts.inventory import UnknownTarget, build_inventory, group_name, upgrade_vars
 
     site, size, source = load_stack(stack, stacks_dir_)
     extra: dict[str, Any] = {}
@@ -78,7 +78,7 @@ def configure(
 
     extra_vars: dict[str, Any] = {}
     if playbook == UPGRADE_PLAYBOOK:
-        clusters = {c.name for c in site.clusters if f"cluster_{c.name.replace('-', '_')}" in inventory.groups}
+        clusters = {c.name for c in site.clusters if group_name("cluster", c.name) in inventory.groups}
         try:
             extra_vars = upgrade_vars(site, clusters)
         except ValueError as exc:
