@@ -173,7 +173,7 @@ def test_secrets_never_printed(tmp_path: Path) -> None:
         tmp_path,
         "dev",
         None,
-        {"fjord:bmcPassword": {"secure": CIPHERTEXT}, "fjord:s3SecretKey": {"secure": CIPHERTEXT}},
+        {"fjord:bmcPassword": {"secure": CIPHERTEXT}, "fjord:s3SecretAccessKey": {"secure": CIPHERTEXT}},
     )
     outputs = []
     for args in (["plan", "dev"], ["plan", "dev", "--json"], ["validate", "dev"], ["size", "dev", "--json"]):

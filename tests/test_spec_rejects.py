@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,10 @@ def copy_item(src: str, dst_list: str, **changes: Any) -> Mutation:
 
 
 def shown(value: Any) -> str:
-    """What `Problem.__str__` prints for a value: its repr, cut to 77 characters when over 80."""
+    """What `Problem.__str__` prints for a value: its repr, cut to 77 characters when over 80; a placeholder
+    for a value never shown (a secret, a credential) as it is."""
+    if value in ("[secret]", "[not shown]"):
+        return str(value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77]
 
@@ -858,6 +862,91 @@ CASES: list[Bad] = [
         "training-data-for-the-models-v2",
         "allowed: at most 63",
     ),
+    # Values YAML gives a type the field does not take: true is no count, no budget.
+    Bad("gpus-true", "dev", put("clusters[0].gpus", True), "clusters[0].gpus", True, "allowed: a whole number"),
+    Bad("budget-true", "dev", put("power.grid_budget_mw", True), "power.grid_budget_mw", True, "allowed: a number"),
+    Bad(
+        "gpus-beyond-any-cluster",
+        "uk",
+        put("clusters[1].gpus", 10**30),
+        "clusters[1].gpus",
+        10**30,
+        "allowed: <= 1000000",
+    ),
+    Bad("supernet-multicast", "dev", put("ip_plan.bmc", "224.0.0.0/20"), "ip_plan.bmc", "224.0.0.0/20", "multicast"),
+    Bad(
+        "supernet-loopback",
+        "dev",
+        put("ip_plan.storage", "127.8.0.0/16"),
+        "ip_plan.storage",
+        "127.8.0.0/16",
+        "loopback",
+    ),
+    Bad(
+        "supernet-this-network", "dev", put("ip_plan.bmc", "0.0.0.0/20"), "ip_plan.bmc", "0.0.0.0/20", "'this network'"
+    ),
+    Bad(
+        "fabric-named-like-a-clusters-compute-fabric",
+        "uk",
+        put("fabrics[2].name", "b200-compute"),
+        "fabrics[2].name",
+        "b200-compute",
+        "compute fabric of cluster 'b200'",
+    ),
+    Bad(
+        "tenant-buckets-one-name-on-the-endpoint",
+        "uk",
+        both(
+            put("tenants[0].buckets", ["x-data"]),
+            append("tenants", {"name": "nhs-research-x", "buckets": ["data"]}),
+        ),
+        "tenants[3].buckets",
+        "data",
+        "is the bucket 'uk-nhs-research-x-data' on the endpoint, as tenants[0].buckets is",
+    ),
+    Bad(
+        "state-bucket-is-the-artifacts-bucket",
+        "uk",
+        put("object_store.artifacts_bucket", "uk-state"),
+        "object_store.artifacts_bucket",
+        "uk-state",
+        "as object_store.state_bucket is",
+    ),
+    Bad(
+        "state-bucket-is-a-tenant-bucket",
+        "uk",
+        put("object_store.state_bucket", "uk-nhs-research-imaging"),
+        "tenants[0].buckets",
+        "imaging",
+        "as object_store.state_bucket is",
+    ),
+    Bad(
+        "bmc-systems-of-no-node",
+        "dev",
+        put("bmc", {"endpoint": "https://lab:8000", "systems": {"dev-h100-su000-n099": "sys9"}}),
+        "bmc.systems.dev-h100-su000-n099",
+        "sys9",
+        "no node of this site; allowed: its node names, dev-h100-su000-n000 to dev-h100-su000-n003",
+    ),
+    Bad(
+        "bios-value-of-no-allowed-kind",
+        "dev",
+        put("bmc", {"bios": {"SriovGlobalEnable": [1]}}),
+        "bmc.bios.SriovGlobalEnable",
+        [1],
+        "allowed: a string, or a whole number, or true or false",
+    ),
+    Bad("required-key-missing", "dev", drop("power.energy_source"), "power.energy_source", None, "'hydro'"),
+    # Credentials never appear in a problem, whatever the problem: an unknown credential-like key, a secret.
+    Bad("unknown-password-key", "dev", put("bmc", {"passwd": "hunter2"}), "bmc.passwd", "[not shown]", "unknown key"),
+    Bad(
+        "secret-inside-the-site",
+        "dev",
+        put("bmc", {"username": {"secure": "v1:Q2lwaGVy"}}),
+        "bmc.username",
+        "[secret]",
+        "allowed: a string",
+    ),
 ]
 
 
@@ -930,7 +1019,64 @@ class BadStack:
     hint: str
 
 
+THE_FILE = "<the stack file's path>"
+
+
+def read_file(data: bytes, stack: str = "prod") -> Callable[[], object]:
+    """Read a stack file holding exactly `data`, as every command reads one."""
+
+    def run() -> object:
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, f"Pulumi.{stack}.yaml").write_bytes(data)
+            return read_stack(stack, Path(folder))
+
+    return run
+
+
 BAD_STACKS: list[BadStack] = [
+    BadStack("yaml-on-is-true", lambda: parse_stack_doc("dev", {"config": {True: 1}}), "config.True", True, "a string"),
+    BadStack(
+        "unknown-fjord-key",
+        lambda: parse_stack_doc("dev", {"config": {"fjord:confgureHosts": False}}),
+        "fjord:confgureHosts",
+        False,
+        "did you mean 'fjord:configureHosts'?",
+    ),
+    BadStack(
+        "misspelt-credential-key",
+        lambda: parse_stack_doc("dev", {"config": {"fjord:bmcPasword": "hunter2"}}),
+        "fjord:bmcPasword",
+        "[not shown]",
+        "did you mean 'fjord:bmcPassword'?",
+    ),
+    BadStack(
+        "key-given-twice",
+        read_file(b"config:\n  fjord:site:\n    name: a\n    name: b\n"),
+        "name",
+        "b",
+        "is set twice in one mapping (lines 3 and 4); allowed: each key once",
+    ),
+    BadStack(
+        "credential-given-twice",
+        read_file(b"config:\n  fjord:bmcPassword: a\n  fjord:bmcPassword: hunter2\n"),
+        "fjord:bmcPassword",
+        "[not shown]",
+        "is set twice in one mapping (lines 2 and 3)",
+    ),
+    BadStack(
+        "not-utf-8",
+        read_file('config:\n  fjord:site: {region: "S\u00f8r"}\n'.encode("latin-1"), "t"),
+        "",
+        THE_FILE,
+        "is not UTF-8 text (line 2: byte 0xf8); allowed: a UTF-8 file",
+    ),
+    BadStack(
+        "yaml-syntax-error-on-one-line",
+        read_file(b"config:\n  fjord:site: {name: a\n", "t"),
+        "",
+        THE_FILE,
+        "is not valid YAML: did not find expected ',' or '}' at line 3, column 1",
+    ),
     BadStack(
         "prod-without-site",
         lambda: parse_stack_doc("prod", {"config": {}}),
@@ -978,7 +1124,7 @@ BAD_STACKS: list[BadStack] = [
         "dev-site-key-typo",
         lambda: parse_stack_doc("dev", {"config": {"fjord:sitee": {"name": "x"}}}),
         "fjord:sitee",
-        "...",
+        {"name": "x"},
         "did you mean 'fjord:site'?",
     ),
 ]
@@ -992,6 +1138,10 @@ def test_bad_stack_file_is_rejected(case: BadStack) -> None:
     assert problems, f"no problem at {case.path!r}; got: {caught.value.lines()}"
     problem = problems[0]
     assert case.hint in problem.message
+    assert "\n" not in str(problem)
+    if case.value is THE_FILE:  # a problem of the whole file shows the file
+        assert str(problem.value).endswith("Pulumi.t.yaml")
+        return
     assert problem.value == case.value
     assert shown(case.value) in str(problem)
 
@@ -1133,3 +1283,26 @@ def test_real_stack_loads_and_sizes(stack: str) -> None:
     assert size.power.headroom_kw >= 0
     assert all(h.used <= h.positions for h in size.halls)
     assert all(p.addresses <= p.capacity for p in size.pools)
+
+
+def test_a_huge_value_is_shown_from_its_first_items_only() -> None:
+    """YAML aliases let a few lines hold a value of 10**9 strings: a problem shows (and scans for secrets) only
+    its first items, and one line of it."""
+    from fjord.spec.errors import redact
+
+    bomb: Any = ["lol"] * 10
+    for _ in range(8):
+        bomb = [bomb] * 10
+    raw = dev_raw()
+    raw["region"] = bomb
+    with pytest.raises(SiteError) as caught:
+        load_site(raw)
+    (problem,) = caught.value.problems
+    assert problem.path == "region"
+    assert len(str(problem)) < 200
+
+    def count(v: Any) -> int:
+        return 1 + sum(count(x) for x in v) if isinstance(v, list) else 1
+
+    assert count(redact(bomb)) <= 1100
+    assert redact([{"secure": "v1:abc"}, {"token": "t0k3n"}]) == ["[secret]", {"token": "[not shown]"}]

@@ -479,7 +479,24 @@ def size_site(site: Site) -> SiteSize:
         raise SiteError(problems)
 
     pools = tuple(PoolUse(p, str(a.supernet), a.subnets, a.hosts, a.capacity) for p, a in allocators.items())
-    return SiteSize(site.name, tuple(clusters), fabrics, halls, placement, pools, power)
+    size = SiteSize(site.name, tuple(clusters), fabrics, halls, placement, pools, power)
+    if site.bmc.systems:  # a lab's map of nodes to the systems of one endpoint: only this site's nodes
+        names = [n.name for n in size.hosts()]
+        known = set(names)
+        unknown = [k for k in site.bmc.systems if k not in known]
+        if unknown:
+            raise SiteError(
+                [
+                    Problem(
+                        f"bmc.systems.{k}",
+                        site.bmc.systems[k],
+                        f"maps {k!r}, which is no node of this site;"
+                        f" allowed: its node names, {names[0]} to {names[-1]}",
+                    )
+                    for k in unknown
+                ]
+            )
+    return size
 
 
 def _place(blocks: list[Block]) -> tuple[RackRange, ...]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from fjord.spec.errors import Problem, SiteError, problems_from_validation
+from fjord.spec.errors import CREDENTIAL_KEY, HIDDEN, Problem, SiteError, problems_from_validation
 
 if TYPE_CHECKING:
     from fjord.spec.models import Site
@@ -28,6 +28,23 @@ SECRET_CONFIG_KEYS = (f"{NAMESPACE}:bmcPassword", f"{NAMESPACE}:s3SecretAccessKe
 """Config keys whose value is a credential: only ever a Pulumi secret (`secure:` in the stack file)."""
 SECRET_CONFIG_PREFIXES = (f"{NAMESPACE}:kubeconfig-",)
 """Prefixes of such keys: a cluster's kubeconfig, `fjord:kubeconfig-<cluster>`."""
+
+
+CONFIG_KEYS = (SITE_KEY, *SECRET_CONFIG_KEYS, f"{NAMESPACE}:s3AccessKeyId", f"{NAMESPACE}:configureHosts")
+"""Every key of fjord's namespace a program or command reads, with SECRET_CONFIG_PREFIXES."""
+
+
+def known_key(key: str) -> bool:
+    return key in CONFIG_KEYS or any(key.startswith(p) and len(key) > len(p) for p in SECRET_CONFIG_PREFIXES)
+
+
+def unknown_key_problem(key: str, value: Any) -> Problem:
+    """A key of fjord's namespace that nothing reads (a typo, most likely); a credential-like one's value hidden."""
+    allowed = [*CONFIG_KEYS, *(f"{p}<cluster>" for p in SECRET_CONFIG_PREFIXES)]
+    near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else ";"
+    shown = SECRET_PLACEHOLDER if value == SECRET_PLACEHOLDER else HIDDEN if CREDENTIAL_KEY.search(key) else value
+    return Problem(key, shown, f"unknown config key{hint} allowed keys: {', '.join(allowed)}")
 
 
 def must_be_secret(key: str) -> bool:
@@ -57,8 +74,37 @@ class StackConfig:
     secret_keys: tuple[str, ...] = ()
 
 
-SAFE_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""PyYAML's safe loader on libyaml where PyYAML has it (several times faster than the pure-Python one)."""
+_BASE_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int, value: Any) -> None:
+        self.key, self.line, self.first, self.value = key, line, first, value
+        super().__init__(f"key {key!r} on line {line} is already set on line {first}")
+
+
+class UniqueKeyLoader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """PyYAML's safe loader (on libyaml where PyYAML has it, several times faster than the pure-Python one) that
+    refuses a key given twice in one mapping, where YAML loaders silently keep the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    scalar = isinstance(value_node, yaml.ScalarNode) and not CREDENTIAL_KEY.search(str(key))
+                    raise DuplicateKey(key, line, seen[key], value_node.value if scalar else HIDDEN)
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base loader says so
+                break
+        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+
+
+SAFE_LOADER = UniqueKeyLoader
 
 
 def default_site() -> dict[str, Any]:
@@ -98,9 +144,24 @@ def read_stack(stack: str, directory: Path | None = None) -> StackConfig:
         raise SiteError([Problem("stack", stack, f"no file {path}; allowed stacks: {known}")])
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        problem = f"is not UTF-8 text (line {line}: byte 0x{exc.object[exc.start]:02x}); allowed: a UTF-8 file"
+        raise SiteError([Problem("", str(path), problem)], str(path)) from None
+    except DuplicateKey as exc:
+        problem = f"is set twice in one mapping (lines {exc.first} and {exc.line}); allowed: each key once"
+        raise SiteError([Problem(str(exc.key), exc.value, problem)], str(path)) from None
     except yaml.YAMLError as exc:
-        raise SiteError([Problem("", str(path), f"is not valid YAML: {exc}")], str(path)) from None
+        raise SiteError([Problem("", str(path), f"is not valid YAML: {_one_line(exc)}")], str(path)) from None
     return parse_stack_doc(stack, doc, path)
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's message spans several, with a caret)."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{what}{where}; allowed: a YAML mapping"
 
 
 def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConfig:
@@ -114,6 +175,9 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
     secrets: list[str] = []
     plain: list[Problem] = []
     for key, value in raw_config.items():
+        if not isinstance(key, str):  # YAML reads `on:` as true and `1:` as a number
+            allowed = "a string such as 'fjord:site' (quote a key YAML would read otherwise)"
+            raise SiteError([Problem(f"config.{key!r}", key, f"is not a config key; allowed: {allowed}")], source)
         full = key if ":" in key else f"{NAMESPACE}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.append(full)
@@ -121,11 +185,9 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
         elif must_be_secret(full):
             plain.append(plain_secret_problem(full))
         config[full] = value
-    if plain:
-        raise SiteError(plain, source)
-    near = [k for k in difflib.get_close_matches(SITE_KEY, config, n=3, cutoff=0.8) if k != SITE_KEY]
-    if near:
-        raise SiteError([Problem(near[0], "...", f"unknown key; did you mean {SITE_KEY!r}?")], source)
+    unknown = [unknown_key_problem(k, config[k]) for k in config if k.startswith(f"{NAMESPACE}:") and not known_key(k)]
+    if plain or unknown:
+        raise SiteError(plain + unknown, source)
     site = config.pop(SITE_KEY, None)
     embedded = False
     if site is None:

@@ -14,7 +14,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH, GPU_CATALOG, SWITCH_CATALOG, GpuSku, SwitchModel
 from fjord.spec.errors import Problem, SpecProblems
@@ -62,8 +71,8 @@ def _duplicates(names: Iterable[str]) -> list[str]:
 class Power(_Spec):
     """The site's grid connection and how efficiently it turns power into compute."""
 
-    grid_budget_mw: float = Field(gt=0, description="Power the grid connection delivers to the site, MW.")
-    pue: float = Field(ge=1.0, le=3.0, description="Power usage effectiveness: facility power / IT power.")
+    grid_budget_mw: StrictFloat = Field(gt=0, description="Power the grid connection delivers to the site, MW.")
+    pue: StrictFloat = Field(ge=1.0, le=3.0, description="Power usage effectiveness: facility power / IT power.")
     energy_source: Literal["hydro", "wind", "solar", "nuclear", "geothermal", "grid-mix"]
 
 
@@ -71,8 +80,8 @@ class Hall(_Spec):
     """A data hall: rack positions and what each rack position can power and cool."""
 
     name: Name
-    rack_positions: int = Field(gt=0, description="Rack positions the hall has.")
-    rack_power_kw: float = Field(gt=0, description="Power (and heat) one rack position can take, kW.")
+    rack_positions: StrictInt = Field(gt=0, description="Rack positions the hall has.")
+    rack_power_kw: StrictFloat = Field(gt=0, description="Power (and heat) one rack position can take, kW.")
     cooling: Literal["air", "liquid"] = Field(description="'liquid' halls also take air-cooled racks.")
 
 
@@ -84,20 +93,20 @@ class Fabric(_Spec):
     technology: Literal["infiniband-ndr", "infiniband-xdr", "spectrum-x", "ethernet"]
     topology: Literal["rail-optimised", "leaf-spine"]
     switch: str = Field(description="Switch model from the catalog, e.g. QM9700; it sets the radix.")
-    ports_per_node: int = Field(
+    ports_per_node: StrictInt = Field(
         default=1,
         gt=0,
         le=16,
         description="Ports per node on a non-compute fabric (compute uses the SKU's rails).",
     )
-    ufm_node_slots: int = Field(
+    ufm_node_slots: StrictInt = Field(
         default=0,
         ge=0,
         le=8,
         description="Node slots of each cluster given to UFM appliances (H100 SuperPOD: 1).",
     )
-    ufm_cables: int = Field(default=0, ge=0, le=64, description="Fabric cables of the UFM appliances (H100: 4).")
-    radix: int | None = Field(
+    ufm_cables: StrictInt = Field(default=0, ge=0, le=64, description="Fabric cables of the UFM appliances (H100: 4).")
+    radix: StrictInt | None = Field(
         default=None,
         gt=0,
         description="Ports per switch as cabled: the model's own radix (default), or twice it with 2:1 breakout"
@@ -176,10 +185,10 @@ class GpuStack(_Spec):
 class Upgrade(_Spec):
     """How a rolling upgrade of the GPU stack moves through a cluster."""
 
-    batch_percent: int = Field(
+    batch_percent: StrictInt = Field(
         default=10, ge=1, le=100, description="Share of the cluster's nodes upgraded at once (Ansible 'serial')."
     )
-    max_fail_percentage: int = Field(
+    max_fail_percentage: StrictInt = Field(
         default=0, ge=0, le=100, description="Failed nodes in a batch, in percent, that still let the upgrade go on."
     )
 
@@ -187,11 +196,11 @@ class Upgrade(_Spec):
 class Validation(_Spec):
     """How hard a node is tested before it takes work, and what it must reach against the catalog's peaks."""
 
-    dcgm_level: int = Field(default=1, ge=0, le=4, description="DCGM diagnostics level (0 = none, 1-4).")
-    gemm_min_fraction: float = Field(
+    dcgm_level: StrictInt = Field(default=1, ge=0, le=4, description="DCGM diagnostics level (0 = none, 1-4).")
+    gemm_min_fraction: StrictFloat = Field(
         default=0.7, gt=0, le=1, description="BF16 GEMM must reach this share of the SKU's dense peak."
     )
-    hbm_min_fraction: float = Field(
+    hbm_min_fraction: StrictFloat = Field(
         default=0.8, gt=0, le=1, description="Device memory copy must reach this share of the SKU's HBM bandwidth."
     )
 
@@ -201,13 +210,17 @@ class Cluster(_Spec):
 
     name: Name
     sku: str = Field(description="GPU SKU from the catalog.")
-    gpus: int | None = Field(default=None, gt=0, description="Size in GPUs; give this or scalable_units.")
-    scalable_units: int | None = Field(default=None, gt=0, description="Size in whole scalable units.")
+    # The caps are far above any one cluster (a site of fjord's plans has ~100,000 GPUs); they keep a typo of a few
+    # extra digits from sizing billions of nodes before the fabric's port limit rejects it.
+    gpus: StrictInt | None = Field(
+        default=None, gt=0, le=1_000_000, description="Size in GPUs; give this or scalable_units."
+    )
+    scalable_units: StrictInt | None = Field(default=None, gt=0, le=10_000, description="Size in whole scalable units.")
     tenant: Name
     scheduler: Literal["kubernetes", "slurm"]
     hall: Name = Field(description="The hall the cluster's racks go into.")
     compute_fabric: Name = Field(description="Name of a fabric with role 'compute'.")
-    nodes_per_rack: int | None = Field(
+    nodes_per_rack: StrictInt | None = Field(
         default=None,
         gt=0,
         le=64,
@@ -283,6 +296,24 @@ class Cluster(_Spec):
         return self.nodes_per_rack or self.gpu.default_nodes_per_rack
 
 
+_UNUSABLE = tuple(
+    (kind, ipaddress.IPv4Network(net))
+    for kind, net in (
+        ("'this network'", "0.0.0.0/8"),
+        ("loopback", "127.0.0.0/8"),
+        ("link-local", "169.254.0.0/16"),
+        ("multicast", "224.0.0.0/4"),
+        ("reserved", "240.0.0.0/4"),
+    )
+)
+"""Ranges no host interface can be numbered from (RFC 6890)."""
+
+
+def _special_range(net: ipaddress.IPv4Network) -> str:
+    """The unusable range `net` overlaps, as 'the multicast range 224.0.0.0/4'; '' for a usable supernet."""
+    return next((f"in the {kind} range {bad}" for kind, bad in _UNUSABLE if net.overlaps(bad)), "")
+
+
 IPv4Supernet = Annotated[
     ipaddress.IPv4Network,
     BeforeValidator(_cidr),
@@ -303,6 +334,18 @@ class IpPlan(_Spec):
     @model_validator(mode="after")
     def _no_overlap(self) -> IpPlan:
         nets = [(k, v) for k, v in self if v is not None]
+        special = [(k, v, _special_range(v)) for k, v in nets]
+        if any(kind for _, _, kind in special):
+            raise SpecProblems(
+                Problem(
+                    k,
+                    str(v),
+                    f"is {kind}, which no interface can use; allowed: a unicast range, such as private 10.0.0.0/8,"
+                    " 172.16.0.0/12 or 192.168.0.0/16",
+                )
+                for k, v, kind in special
+                if kind
+            )
         problems = [
             Problem(
                 b, str(nb), f"overlaps {a} ({na}); supernets must not overlap; allowed: a supernet disjoint from {na}"
@@ -321,10 +364,10 @@ class StorageTier(_Spec):
 
     name: Name
     kind: Literal["parallel-fs", "object", "block"]
-    capacity_pb: float = Field(gt=0, description="Usable capacity, PB.")
+    capacity_pb: StrictFloat = Field(gt=0, description="Usable capacity, PB.")
     hall: Name
-    racks: int = Field(gt=0, description="Rack positions the tier takes.")
-    power_kw: float = Field(gt=0, description="Max power of the whole tier, kW.")
+    racks: StrictInt = Field(gt=0, description="Rack positions the tier takes.")
+    power_kw: StrictFloat = Field(gt=0, description="Max power of the whole tier, kW.")
     endpoint: str | None = Field(default=None, description="Service endpoint (the S3 URL for an object tier).")
 
 
@@ -356,16 +399,16 @@ class ObjectStore(_Spec):
     artifacts_bucket: BucketName | None = Field(
         default=None, description="Bucket of plans, inventories and reports; default <site>-artifacts."
     )
-    noncurrent_days: int = Field(
+    noncurrent_days: StrictInt = Field(
         default=90, ge=1, le=3650, description="Days after which an overwritten (noncurrent) version expires."
     )
     object_lock: bool = Field(default=True, description="Object lock in governance mode on the state bucket.")
-    lock_days: int = Field(
+    lock_days: StrictInt = Field(
         default=7, ge=1, le=3650, description="Default governance retention of each state version, days."
     )
-    max_attempts: int = Field(default=8, ge=1, le=20, description="Attempts per S3 request, first try included.")
-    connect_timeout_s: float = Field(default=5, gt=0, le=120, description="TCP connect timeout, seconds.")
-    read_timeout_s: float = Field(default=60, gt=0, le=900, description="Read timeout per request, seconds.")
+    max_attempts: StrictInt = Field(default=8, ge=1, le=20, description="Attempts per S3 request, first try included.")
+    connect_timeout_s: StrictFloat = Field(default=5, gt=0, le=120, description="TCP connect timeout, seconds.")
+    read_timeout_s: StrictFloat = Field(default=60, gt=0, le=900, description="Read timeout per request, seconds.")
 
     @model_validator(mode="after")
     def _where(self) -> ObjectStore:
@@ -417,7 +460,7 @@ class Software(_Spec):
     """The software baseline every GPU node runs."""
 
     os: Literal["ubuntu-22.04", "ubuntu-24.04", "debian-12"]
-    driver_branch: int = Field(ge=470, le=999, description="NVIDIA datacenter driver branch, e.g. 570.")
+    driver_branch: StrictInt = Field(ge=470, le=999, description="NVIDIA datacenter driver branch, e.g. 570.")
     cuda: Annotated[str, _matching(r"\d+\.\d+", "a CUDA minor release such as 12.8")]
     kubernetes: Annotated[str, _matching(r"1\.(2[5-9]|3[0-7])", "a Kubernetes minor release 1.25-1.37, e.g. 1.31")]
     driver_source: Literal["repository", "mirror", "preinstalled"] = Field(
@@ -456,7 +499,7 @@ class TenantQuota(_Spec):
     """GPUs a tenant may use in one Kubernetes cluster (a ResourceQuota on nvidia.com/gpu)."""
 
     cluster: Name
-    gpus: int = Field(ge=0)
+    gpus: StrictInt = Field(ge=0)
 
 
 class Tenant(_Spec):
@@ -464,7 +507,7 @@ class Tenant(_Spec):
 
     name: Name
     gpu_quotas: tuple[TenantQuota, ...] = ()
-    object_quota_tb: float | None = Field(default=None, gt=0, description="Quota over all its buckets, TB.")
+    object_quota_tb: StrictFloat | None = Field(default=None, gt=0, description="Quota over all its buckets, TB.")
     buckets: tuple[Name, ...] = Field(default=(), description="Buckets created for the tenant on the object tier.")
 
 
@@ -492,16 +535,16 @@ class Bmc(_Spec):
     """
 
     scheme: Literal["https", "http"] = Field(default="https", description="Redfish over HTTPS (default) or HTTP.")
-    port: int | None = Field(default=None, ge=1, le=65535, description="BMC port (default: the scheme's).")
+    port: StrictInt | None = Field(default=None, ge=1, le=65535, description="BMC port (default: the scheme's).")
     username: str = Field(default="admin", min_length=1, max_length=64, description="BMC user with admin rights.")
     verify_tls: bool = Field(default=True, description="Check the BMCs' TLS certificates.")
-    concurrency: int = Field(default=32, ge=1, le=512, description="BMCs talked to at once.")
-    timeout_s: float = Field(default=30, gt=0, le=600, description="Per-request timeout, seconds.")
-    retries: int = Field(
+    concurrency: StrictInt = Field(default=32, ge=1, le=512, description="BMCs talked to at once.")
+    timeout_s: StrictFloat = Field(default=30, gt=0, le=600, description="Per-request timeout, seconds.")
+    retries: StrictInt = Field(
         default=3, ge=0, le=10, description="Retries of a node's operation on timeouts, refused connections and 5xx."
     )
-    backoff_s: float = Field(default=1.0, ge=0, le=60, description="First retry delay; doubles on every retry.")
-    power_timeout_s: float = Field(
+    backoff_s: StrictFloat = Field(default=1.0, ge=0, le=60, description="First retry delay; doubles on every retry.")
+    power_timeout_s: StrictFloat = Field(
         default=300, gt=0, le=3600, description="How long to wait for a power change to land on a node."
     )
     power: Literal["on", "off"] = Field(default="on", description="Power state the nodes are kept in.")
@@ -667,6 +710,17 @@ class Site(_Spec):
                         f" allowed: {c.gpu.min_driver_branch} or newer",
                     )
                 )
+        instances = {f"{c.name}-compute": c.name for c in self.clusters}  # a compute fabric per cluster, so named
+        for j, f in enumerate(self.fabrics):
+            if f.role != "compute" and f.name in instances:
+                problems.append(
+                    Problem(
+                        f"fabrics[{j}].name",
+                        f.name,
+                        f"is also the name of the compute fabric of cluster {instances[f.name]!r};"
+                        " allowed: a name not of the form <cluster>-compute",
+                    )
+                )
         for i, t in enumerate(self.storage):
             if t.hall not in halls:
                 problems.append(
@@ -767,6 +821,7 @@ class Site(_Spec):
                     f" {where} is in {store.jurisdiction}; allowed: {self.jurisdiction!r}",
                 )
             )
+        problems += self._bucket_clashes()
         if any(t.buckets for t in self.tenants):
             for i, t in enumerate(self.tenants):
                 for b in t.buckets:
@@ -780,6 +835,33 @@ class Site(_Spec):
                                 " allowed: at most 63 (shorten the site, tenant or bucket name)",
                             )
                         )
+        return problems
+
+    def _bucket_clashes(self) -> list[Problem]:
+        """Two of the site's buckets with one name on the endpoint: state, artifacts and every tenant bucket
+        (`<site>-<tenant>-<bucket>`: tenant `a` bucket `b-c` and tenant `a-b` bucket `c` are one bucket)."""
+        store = self.object_store
+        state = (store.state_bucket if store else None) or f"{self.name}-state"
+        artifacts = (store.artifacts_bucket if store else None) or f"{self.name}-artifacts"
+        named = [("object_store.state_bucket", state, state), ("object_store.artifacts_bucket", artifacts, artifacts)]
+        named += [
+            (f"tenants[{i}].buckets", b, tenant_bucket(self.name, t.name, b))
+            for i, t in enumerate(self.tenants)
+            for b in dict.fromkeys(t.buckets)
+        ]
+        first: dict[str, str] = {}
+        problems: list[Problem] = []
+        for path, written, bucket in named:
+            if bucket in first:
+                problems.append(
+                    Problem(
+                        path,
+                        written,
+                        f"is the bucket {bucket!r} on the endpoint, as {first[bucket]} is;"
+                        " allowed: a bucket name no other bucket of the site has",
+                    )
+                )
+            first.setdefault(bucket, path)
         return problems
 
     def store(self) -> StoreTarget | None:
