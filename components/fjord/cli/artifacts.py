@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
+from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, plain, reject, write_json
 from fjord.cli.state import connect_store, open_store, store_failed
 from fjord.plan.runner import PlanError, plan_stacks
 from fjord.spec.load import stacks_dir
@@ -34,6 +33,14 @@ if TYPE_CHECKING:  # boto3 is loaded when a command talks to the object store
 
 Kind = Literal["plan", "inventory", "validation", "report", "other"]
 KINDS: tuple[str, ...] = ("plan", "inventory", "validation", "report", "other")
+
+
+def _kind(value: str | None) -> str | None:
+    """`--kind` takes one of KINDS; anything else is a usage error (exit 2), like any other bad option value."""
+    if value is not None and value not in KINDS:
+        raise typer.BadParameter(f"{value!r} is not a kind of artifact; allowed: {', '.join(KINDS)}")
+    return value
+
 
 app: typer.Typer = typer.Typer(
     help="Plans, inventories and validation reports in the site's artifacts bucket.", no_args_is_help=True
@@ -78,7 +85,7 @@ def _stack(
 def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
 
     with Progress(
-        label,
+        TextColumn("{task.description}", markup=False),  # the label names a file: printed as it is
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -124,12 +131,11 @@ def _print_stored(stored: list[ObjectInfo], as_json: bool) -> None:
     from fjord.adapters.s3 import SHA256_META
 
     if as_json:
-        sys.stdout.write(json.dumps([_row(o) for o in stored], indent=2) + "\n")
+        write_json([_row(o) for o in stored])
         return
     for o in stored:
         out.print(
-            f"stored {o.key} ({o.size:,} bytes, sha256 {o.metadata.get(SHA256_META, '?')[:16]}...)",
-            highlight=False,
+            plain(f"stored {o.key} ({o.size:,} bytes, sha256 {o.metadata.get(SHA256_META, '?')[:16]}...)"),
             soft_wrap=True,
         )
 
@@ -155,14 +161,13 @@ def _row(o: ObjectInfo) -> dict[str, object]:
 def put(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Files to upload.", exists=True, dir_okay=False)],
-    kind: Annotated[str, typer.Option("--kind", help=f"What the files are: {', '.join(KINDS)}.")] = "report",
+    kind: Annotated[
+        str, typer.Option("--kind", callback=_kind, help=f"What the files are: {', '.join(KINDS)}.")
+    ] = "report",
     stacks_dir_: StacksDir = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Upload files (e.g. validation reports) with site, stack, git commit, time and SHA-256."""
-
-    if kind not in KINDS:
-        raise reject("--kind", [f"{kind!r} is not a kind of artifact; allowed: {', '.join(KINDS)}"])
     _print_stored(upload(ctx.obj, stacks_dir_, [(f, kind) for f in files]), as_json)
 
 
@@ -188,7 +193,7 @@ def publish(ctx: typer.Context, stacks_dir_: StacksDir = None, as_json: JsonFlag
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind of artifact.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", callback=_kind, help="Only this kind of artifact.")] = None,
     stacks_dir_: StacksDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -204,19 +209,21 @@ def list_(
         raise store_failed(exc) from None
     rows.sort(key=lambda r: str(r["created"]), reverse=True)
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        write_json(rows)
         return
-    table = Table(title=f"{stack}: artifacts in {target.artifacts_bucket}", title_justify="left", header_style="bold")
+    table = Table(
+        title=plain(f"{stack}: artifacts in {target.artifacts_bucket}"), title_justify="left", header_style="bold"
+    )
     for col in ("key", "kind", "bytes", "created", "commit", "sha256"):
         table.add_column(col, justify="right" if col == "bytes" else "left", overflow="fold")
     for r in rows:
         table.add_row(
-            str(r["key"]),
-            str(r["kind"]),
+            plain(r["key"]),
+            plain(r["kind"]),
             f"{r['size']:,}",
-            str(r["created"]),
-            str(r["git_commit"])[:12],
-            str(r["sha256"])[:16],
+            plain(r["created"]),
+            plain(str(r["git_commit"])[:12]),
+            plain(str(r["sha256"])[:16]),
         )
     out.print(table)
 
@@ -242,4 +249,4 @@ def get(
             store.get_file(target.artifacts_bucket, key, dest, advance)
     except S3Error as exc:
         raise store_failed(exc) from None
-    out.print(f"wrote {dest} ({info.size:,} bytes, sha256 verified)", highlight=False, soft_wrap=True)
+    out.print(plain(f"wrote {dest} ({info.size:,} bytes, sha256 verified)"), soft_wrap=True)

@@ -9,7 +9,6 @@ input (bad stack, no password, --limit matching nothing); 3 some nodes failed (e
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -20,7 +19,20 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fjord.cli.common import EXIT_REJECTED, JsonFlag, StackArg, StacksDir, err, load_stack, out, split_list
+from fjord.cli.common import (
+    EXIT_REJECTED,
+    JsonFlag,
+    StackArg,
+    StacksDir,
+    err,
+    error_line,
+    labelled,
+    load_stack,
+    out,
+    plain,
+    split_list,
+    write_json,
+)
 
 if TYPE_CHECKING:  # the Redfish client (sushy, requests) is loaded when a command talks to BMCs
     from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode, Target
@@ -38,7 +50,7 @@ T = TypeVar("T")
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error[/red]: {message}", highlight=False, soft_wrap=True)
+    error_line(message)
     return typer.Exit(EXIT_REJECTED)
 
 
@@ -125,9 +137,9 @@ def _summary(what: str, outcomes: dict[str, Outcome[Any]]) -> None:
     bad = [o for o in outcomes.values() if o.error is not None]
     ok = len(outcomes) - len(bad)
     colour = "green" if not bad else "red"
-    err.print(f"[{colour}]{what}[/{colour}]: {ok} ok, {len(bad)} failed of {len(outcomes)} nodes", highlight=False)
+    err.print(labelled(what, colour, f": {ok} ok, {len(bad)} failed of {len(outcomes)} nodes"))
     for o in bad:
-        err.print(f"  - {o.error} (after {o.attempts} tries)", highlight=False, soft_wrap=True)
+        err.print(plain(f"  - {o.error} (after {o.attempts} tries)"), soft_wrap=True)
     if bad:
         raise typer.Exit(EXIT_NODES_FAILED)
 
@@ -140,26 +152,22 @@ def status(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = Non
     outcomes = _run("reading BMCs", targets, creds, options, lambda n: n.info(), as_json)
     if as_json:
         doc = {n: o.value.as_dict() if o.value is not None else {"error": str(o.error)} for n, o in outcomes.items()}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        write_json(doc)
     else:
-        table = Table(title=f"BMCs of stack {ctx.obj['stack']}", title_justify="left", header_style="bold")
+        table = Table(title=plain(f"BMCs of stack {ctx.obj['stack']}"), title_justify="left", header_style="bold")
         for col in ("node", "power", "boot target", "health", "firmware", "model", "serial", "MACs"):
             table.add_column(col)
         for name, o in outcomes.items():
             if o.value is None:
-                table.add_row(name, f"[red]{o.error.kind if o.error else '?'}[/red]", "", "", "", "", "", "")
+                table.add_row(plain(name), plain(o.error.kind if o.error else "?", "red"), "", "", "", "", "", "")
                 continue
             i = o.value
             boot = f"{i.boot_target} ({i.boot_enabled})" if i.boot_enabled else str(i.boot_target)
             table.add_row(
-                name,
-                str(i.power),
-                boot,
-                str(i.health),
-                str(i.bios_version),
-                str(i.model),
-                str(i.serial),
-                " ".join(i.macs),
+                *(
+                    plain(v)
+                    for v in (name, i.power, boot, i.health, i.bios_version, i.model, i.serial, " ".join(i.macs))
+                )
             )
         out.print(table)
     _summary("status", outcomes)

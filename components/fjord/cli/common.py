@@ -7,12 +7,14 @@ ansible-runner are imported inside the commands (tests/test_layers.py pins what 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from fjord.spec.errors import SiteError
 
@@ -34,15 +36,59 @@ StacksDir = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
+def plain(value: object, style: str = "") -> Text:
+    """`value` as text that rich never reads as markup or emoji codes: for names, paths, values and messages
+    (a value such as `[secret]` or `[/x]` prints as written). Tables and trees take it as a cell or label."""
+    return Text(str(value), style=style)
+
+
+def labelled(label: str, style: str, rest: str) -> Text:
+    """fjord's own `label` in `style`, then `rest` verbatim: `labelled("error", "red", ": uk: ...")`."""
+    return Text.assemble((label, style), rest)
+
+
+def error_line(message: str) -> None:
+    """One `error: <message>` line on stderr, the message printed verbatim."""
+    err.print(labelled("error", "red", f": {message}"), soft_wrap=True)
+
+
+def write_json(data: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, never coloured (rich's print_json colours it on a
+    terminal or with FORCE_COLOR, which makes it unreadable to a JSON parser)."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
 def reject(source: str, lines: list[str]) -> typer.Exit:
     """Print one line per problem (the first says where) and return the exit to raise."""
     if len(lines) == 1:
-        err.print(f"[red]error[/red]: {source}: {lines[0]}", highlight=False, soft_wrap=True)
+        error_line(f"{source}: {lines[0]}")
     else:
-        err.print(f"[red]error[/red]: {source}: {len(lines)} problems", highlight=False, soft_wrap=True)
+        error_line(f"{source}: {len(lines)} problems")
         for line in lines:
-            err.print(f"  - {line}", highlight=False, soft_wrap=True)
+            err.print(plain(f"  - {line}"), soft_wrap=True)
     return typer.Exit(EXIT_REJECTED)
+
+
+def stack_file(stack: str, folder: Path | None) -> Path:
+    """The stack's file; rejects a `Pulumi.<stack>.yaml` that is there but is not a file (a folder, say),
+    which the loader would otherwise report as missing (or, for `dev`, pass over for the embedded site)."""
+    from fjord.spec.load import stacks_dir
+
+    path = stacks_dir(folder) / f"Pulumi.{stack}.yaml"
+    if path.exists() and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise reject(str(path), [f"stack: {path.name} is {what}; allowed: a Pulumi.<stack>.yaml file (got {stack!r})"])
+    return path
+
+
+def stack_names(folder: Path) -> list[str]:
+    """The stacks in a stacks folder (files only); rejects a folder that does not exist."""
+    from fjord.spec.load import list_stacks
+
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "no such folder"
+        raise reject(str(folder), [f"--stacks-dir: {what}; allowed: a folder of Pulumi.<stack>.yaml files"])
+    return [name for name in list_stacks(folder) if (folder / f"Pulumi.{name}.yaml").is_file()]
 
 
 def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
@@ -51,6 +97,7 @@ def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
     from fjord.spec.load import load_site, read_stack
 
     source = f"stack {stack}"
+    stack_file(stack, folder)
     try:
         cfg = read_stack(stack, folder)
         source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"

@@ -1,7 +1,7 @@
 """`fjord configure <stack>`: run a playbook on the site's hosts, inventory generated from the site model.
 
-Exit codes: 0 every host ok; 1 the stack or a `--limit` name was rejected; 3 a host failed or was unreachable
-(named on stderr with its failed tasks), or the play crashed.
+Exit codes: 0 every host ok; 1 the stack, a `--limit` name, the `--host-vars` file or the playbook was rejected
+(nothing runs); 3 a host failed or was unreachable (named on stderr with its failed tasks), or the play crashed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,19 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fjord.cli.common import StackArg, StacksDir, err, load_stack, out, reject, split_list
+from fjord.cli.common import (
+    StackArg,
+    StacksDir,
+    err,
+    error_line,
+    labelled,
+    load_stack,
+    out,
+    plain,
+    reject,
+    split_list,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from fjord.adapters.ansible import PlaybookResult, ProgressEvent
@@ -50,7 +62,10 @@ def configure(
     ] = None,
     host_vars: Annotated[
         Path | None,
-        typer.Option("--host-vars", help="JSON file {host: {var: value}} merged over the generated host variables."),
+        typer.Option(
+            "--host-vars",
+            help="JSON file {host: {var: value}} (hosts of the site) merged over the generated host variables.",
+        ),
     ] = None,
     forks: Annotated[int, typer.Option("--forks", min=1, help="Hosts worked on at once.")] = 50,
     stacks_dir_: StacksDir = None,
@@ -58,15 +73,27 @@ def configure(
 ) -> None:
     """Configure the site's hosts with Ansible (site.yml by default), with a per-host summary."""
     from fjord.adapters.ansible import AnsibleSettings, default_playbooks_dir, run_playbook
-    from fjord.hosts.inventory import UnknownTarget, build_inventory, group_name, upgrade_vars
+    from fjord.hosts.inventory import (
+        BadHostVars,
+        UnknownTarget,
+        build_inventory,
+        check_host_vars,
+        group_name,
+        upgrade_vars,
+    )
 
     site, size, source = load_stack(stack, stacks_dir_)
     extra: dict[str, Any] = {}
     if host_vars is not None:
         try:
-            extra = json.loads(host_vars.read_text(encoding="utf-8"))
+            extra = check_host_vars(site, size, json.loads(host_vars.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
-            raise reject(str(host_vars), [f"--host-vars: cannot read a JSON object of host variables: {exc}"]) from None
+            lines = (
+                exc.problems
+                if isinstance(exc, BadHostVars)
+                else [f"cannot read a JSON object of host variables: {exc}"]
+            )
+            raise reject(str(host_vars), [f"--host-vars: {line}" for line in lines]) from None
     try:
         inventory = build_inventory(site, size, split_list(limit), host_vars=extra)
     except UnknownTarget as exc:
@@ -87,7 +114,7 @@ def configure(
     counts: Counter[str] = Counter()
     with Progress(
         SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         TextColumn("{task.fields[counts]}"),
         TimeElapsedColumn(),
@@ -119,24 +146,26 @@ def configure(
         )
     _report(result, len(inventory.hosts), as_json)
     if result.crashed:
-        err.print(f"[red]error[/red]: {playbook} crashed: {result.error}", highlight=False, soft_wrap=True)
+        error_line(f"{playbook} crashed: {result.error}")
         raise typer.Exit(EXIT_HOSTS_FAILED)
     bad = result.failed_hosts + result.unreachable_hosts
     if bad:
         for host in bad:
             r = result.hosts[host]
             what = "; ".join(f"{f.task}: {f.message}" for f in r.failures) or r.status
-            err.print(f"[red]{r.status}[/red]: {host}: {what}", highlight=False, soft_wrap=True)
-        err.print(
-            f"[red]error[/red]: {len(result.failed_hosts)} failed, {len(result.unreachable_hosts)} unreachable of"
-            f" {len(inventory.hosts)} hosts",
-            highlight=False,
+            err.print(labelled(r.status, "red", f": {host}: {what}"), soft_wrap=True)
+        error_line(
+            f"{len(result.failed_hosts)} failed, {len(result.unreachable_hosts)} unreachable of"
+            f" {len(inventory.hosts)} hosts"
         )
         raise typer.Exit(EXIT_HOSTS_FAILED)
     out.print(
-        f"[green]ok[/green] {playbook} on {len(result.hosts)} hosts of {site.name}"
-        f"{' (check mode)' if check else ''} in {result.elapsed_s:.1f} s, {result.changed} changes",
-        highlight=False,
+        labelled(
+            "ok",
+            "green",
+            f" {playbook} on {len(result.hosts)} hosts of {site.name}"
+            f"{' (check mode)' if check else ''} in {result.elapsed_s:.1f} s, {result.changed} changes",
+        )
     )
 
 
@@ -161,25 +190,25 @@ def _report(result: PlaybookResult, hosts: int, as_json: bool) -> None:
                 for h, r in result.hosts.items()
             },
         }
-        out.print_json(data=doc)
+        write_json(doc)
         return
     rows = list(result.hosts.values())
     if len(rows) > TABLE_ROWS:
         rows = [r for r in rows if r.status != "ok"]
-    table = Table(title=f"{result.playbook}: {hosts} hosts", title_justify="left", header_style="bold")
+    table = Table(title=plain(f"{result.playbook}: {hosts} hosts"), title_justify="left", header_style="bold")
     for col in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped", "failed tasks"):
         table.add_column(col, justify="left" if col in ("host", "status", "failed tasks") else "right")
     style = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
     for r in rows:
         table.add_row(
-            r.host,
-            f"[{style[r.status]}]{r.status}[/]",
+            plain(r.host),
+            plain(r.status, style[r.status]),
             str(r.ok),
             str(r.changed),
             str(r.failed),
             str(r.unreachable),
             str(r.skipped),
-            "; ".join(f.task for f in r.failures),
+            plain("; ".join(f.task for f in r.failures)),
         )
     if rows:
         out.print(table)

@@ -6,8 +6,6 @@ Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stde
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,10 +14,24 @@ from rich.table import Table
 from rich.tree import Tree
 
 from fjord.cli.common import EXIT_REJECTED as EXIT_REJECTED  # the exit codes are listed here, with EXIT_OVER_BUDGET
-from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
+from fjord.cli.common import (
+    JsonFlag,
+    StackArg,
+    StacksDir,
+    err,
+    error_line,
+    labelled,
+    load_stack,
+    out,
+    plain,
+    reject,
+    stack_file,
+    stack_names,
+    write_json,
+)
 from fjord.cli.configure import configure
 from fjord.plan.runner import MAX_RESOURCES_PER_STACK, PlanError, StackPlan, plan_stacks
-from fjord.spec.load import list_stacks, stacks_dir
+from fjord.spec.load import stacks_dir
 
 if TYPE_CHECKING:
     from fjord.sizing.site import SiteSize
@@ -40,11 +52,14 @@ def validate(stack: StackArg, stacks_dir_: StacksDir = None) -> None:
     """Check a site description against the model and the physical limits (power, space, addresses)."""
     site, size, source = load_stack(stack, stacks_dir_)
     out.print(
-        f"[green]ok[/green] {source}: site {site.name} ({site.country}, {site.jurisdiction}), "
-        f"{len(site.clusters)} cluster{'' if len(site.clusters) == 1 else 's'}, "
-        f"{size.gpus:,} GPUs, {size.nodes:,} nodes, "
-        f"{size.power.facility_kw / 1000:,.2f} of {site.power.grid_budget_mw:g} MW",
-        highlight=False,
+        labelled(
+            "ok",
+            "green",
+            f" {source}: site {site.name} ({site.country}, {site.jurisdiction}), "
+            f"{len(site.clusters)} cluster{'' if len(site.clusters) == 1 else 's'}, "
+            f"{size.gpus:,} GPUs, {size.nodes:,} nodes, "
+            f"{size.power.facility_kw / 1000:,.2f} of {site.power.grid_budget_mw:g} MW",
+        )
     )
 
 
@@ -152,7 +167,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
         numeric = isinstance(rows[0][key], int | float)
         table.add_column(HEADERS.get(key, key.replace("_", " ")), justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int | float) else str(v) for v in row.values()))
+        table.add_row(*(plain(f"{v:,}" if isinstance(v, int | float) else v) for v in row.values()))
     return table
 
 
@@ -162,13 +177,16 @@ def size(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = Fal
     site, sized, _ = load_stack(stack, stacks_dir_)
     report = size_report(site, sized)
     if as_json:
-        out.print_json(data=report)
+        write_json(report)
         return
     totals = report["totals"]
     out.print(
-        f"[bold]{site.name}[/bold]: {totals['gpus']:,} GPUs, {totals['nodes']:,} nodes, {totals['racks']:,} racks, "
-        f"{totals['switches']:,} switches, {totals['cables']:,} cables, {totals['addresses']:,} addresses",
-        highlight=False,
+        labelled(
+            site.name,
+            "bold",
+            f": {totals['gpus']:,} GPUs, {totals['nodes']:,} nodes, {totals['racks']:,} racks, "
+            f"{totals['switches']:,} switches, {totals['cables']:,} cables, {totals['addresses']:,} addresses",
+        )
     )
     for title, key in (
         ("Clusters", "clusters"),
@@ -189,18 +207,19 @@ def _tree(plan: StackPlan) -> Tree:
     for n in nodes:
         children.setdefault(n["parent"], []).append(n)
     counts = data["by_component"]
-    root = Tree(f"[bold]{plan.stack}[/bold]: {plan.resources} resources (stack included)")
+    root = Tree(labelled(plan.stack, "bold", f": {plan.resources} resources (stack included)"))
 
     def add(branch: Tree, parent: str) -> None:
         leaves: dict[str, int] = {}
         for n in children.get(parent, []):
             if n["urn"] in children:
-                sub = branch.add(f"{n['type']} [cyan]{n['name']}[/cyan] ({counts.get(n['name'], 0)} below)")
+                label = plain(f"{n['type']} ") + plain(n["name"], "cyan") + f" ({counts.get(n['name'], 0)} below)"
+                sub = branch.add(label)
                 add(sub, n["urn"])
             else:
                 leaves[n["type"]] = leaves.get(n["type"], 0) + 1
         for typ, count in leaves.items():
-            branch.add(f"{count} x {typ}")
+            branch.add(plain(f"{count} x {typ}"))
 
     tops = {n["parent"] for n in nodes} - {n["urn"] for n in nodes}
     for top in sorted(tops):
@@ -215,16 +234,20 @@ def plan(
     ] = None,
     stacks_dir_: StacksDir = None,
     as_json: JsonFlag = False,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Stacks planned at once (default: CPUs).")] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="Stacks planned at once (default: CPUs).")
+    ] = None,
 ) -> None:
     """Run the real Pulumi program offline under Pulumi's mock runtime and summarise what it registers."""
     folder = stacks_dir(stacks_dir_)
-    names = stacks or list_stacks(folder)
+    names = list(dict.fromkeys(stacks)) if stacks else stack_names(folder)  # each stack once, in the order given
     if not names:
         raise reject(str(folder), ["no Pulumi.<stack>.yaml files here"])
+    for name in names:
+        stack_file(name, folder)
     with Progress(
         SpinnerColumn(),
-        TextColumn("planning {task.description}"),
+        TextColumn("planning {task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} stacks"),
         TimeElapsedColumn(),
@@ -244,15 +267,15 @@ def plan(
             "stacks": {p.stack: p.resources for p in plans},
             "plans": [{k: v for k, v in p.data.items() if k != "tree"} for p in plans],
         }
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        write_json(doc)
     else:
         for p in plans:
             out.print(_tree(p))
-            types = Table(title=f"{p.stack}: resources by type", title_justify="left", header_style="bold")
+            types = Table(title=plain(f"{p.stack}: resources by type"), title_justify="left", header_style="bold")
             types.add_column("type")
             types.add_column("count", justify="right")
             for typ, count in sorted(p.data["by_type"].items(), key=lambda kv: (-kv[1], kv[0])):
-                types.add_row(typ, f"{count:,}")
+                types.add_row(plain(typ), f"{count:,}")
             out.print(types)
         summary = Table(title="Stacks", title_justify="left", header_style="bold")
         for col in ("stack", "site", "resources", "budget", "GPUs", "nodes", "facility MW", "plan s"):
@@ -260,8 +283,8 @@ def plan(
         for p in plans:
             s = p.data["summary"]
             summary.add_row(
-                p.stack,
-                str(p.data["site"]),
+                plain(p.stack),
+                plain(p.data["site"]),
                 f"{p.resources:,}",
                 f"{MAX_RESOURCES_PER_STACK:,}",
                 f"{s.get('gpus', 0):,}",
@@ -275,10 +298,9 @@ def plan(
         raise reject("plan", [f"resource registered twice: {u}" for u in dup])
     if over:
         for p in over:
-            err.print(
-                f"[red]error[/red]: stack {p.stack} has {p.resources:,} resources, over the budget of"
-                f" {MAX_RESOURCES_PER_STACK:,} per stack",
-                highlight=False,
+            error_line(
+                f"stack {p.stack} has {p.resources:,} resources, over the budget of"
+                f" {MAX_RESOURCES_PER_STACK:,} per stack"
             )
         raise typer.Exit(EXIT_OVER_BUDGET)
 
@@ -286,8 +308,8 @@ def plan(
 @app.command("stacks")
 def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
     """List the stacks in the stacks folder."""
-    for name in list_stacks(stacks_dir(stacks_dir_)):
-        out.print(name, highlight=False)
+    for name in stack_names(stacks_dir(stacks_dir_)):
+        out.print(plain(name))
 
 
 # Sub-commands in their own modules, registered last: they use the helpers above.

@@ -7,10 +7,8 @@ Pulumi config `fjord:s3AccessKeyId` and the secret `fjord:s3SecretAccessKey` (de
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +17,18 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from fjord.cli.common import JsonFlag, StackArg, StacksDir, err, load_stack, out, reject
+from fjord.cli.common import (
+    JsonFlag,
+    StackArg,
+    StacksDir,
+    error_line,
+    labelled,
+    load_stack,
+    out,
+    plain,
+    reject,
+    write_json,
+)
 from fjord.spec.errors import Problem, SiteError
 from fjord.spec.load import SECRET_PLACEHOLDER, StackConfig, plain_secret_problem, read_stack, stacks_dir
 
@@ -137,7 +146,7 @@ def connect_store(stack: str, folder: Path | None, site: Site, source: str) -> t
 def store_failed(exc: S3Error) -> typer.Exit:
     """One line on stderr for an object-store failure; exit 3."""
 
-    err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+    error_line(str(exc))
     return typer.Exit(EXIT_STORE)
 
 
@@ -182,11 +191,12 @@ def init(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = Fal
         raise store_failed(exc) from None
 
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        write_json(report)
         return
     out.print(
-        f"[bold]{site.name}[/bold]: object store {target.endpoint} ({target.jurisdiction}, the site's jurisdiction)",
-        highlight=False,
+        labelled(
+            site.name, "bold", f": object store {target.endpoint} ({target.jurisdiction}, the site's jurisdiction)"
+        )
     )
     table = Table(title="Buckets", title_justify="left", header_style="bold")
     for col in ("bucket", "state", "setting", "applied", "detail"):
@@ -194,16 +204,16 @@ def init(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = Fal
     for b in report["buckets"]:
         for i, a in enumerate(Applied(**s) for s in b["settings"]):
             table.add_row(
-                b["bucket"] if i == 0 else "",
+                plain(b["bucket"] if i == 0 else ""),
                 ("created" if b["created"] else "exists") if i == 0 else "",
-                a.setting,
-                "[green]yes[/green]" if a.applied else "[yellow]no[/yellow]",
-                a.detail,
+                plain(a.setting),
+                plain("yes", "green") if a.applied else plain("no", "yellow"),
+                plain(a.detail),
             )
     out.print(table)
     out.print("Log in to this site's state backend (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set to the S3 keys):")
     # soft_wrap: the login line must stay one copyable line in any terminal width.
-    out.print(report["pulumi_login"], highlight=False, soft_wrap=True, markup=False)
+    out.print(plain(report["pulumi_login"]), soft_wrap=True)
 
 
 def ensure_tenants(site: Site, store: ObjectStore) -> list[dict[str, Any]]:
@@ -253,14 +263,21 @@ def tenants(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = 
         raise store_failed(exc) from None
 
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        write_json(rows)
         return
-    table = Table(title=f"{site.name}: tenant object storage", title_justify="left", header_style="bold")
+    table = Table(title=plain(f"{site.name}: tenant object storage"), title_justify="left", header_style="bold")
     for col in ("tenant", "user", "bucket / quota", "state"):
         table.add_column(col)
     for r in rows:
         if "bucket" in r:
-            table.add_row(r["tenant"], r["user"], r["bucket"], "created" if r["created"] else "exists")
+            table.add_row(
+                plain(r["tenant"]), plain(r["user"]), plain(r["bucket"]), "created" if r["created"] else "exists"
+            )
         else:
-            table.add_row(r["tenant"], r["user"], f"quota {r['quota']}", "user created" if r["user_created"] else "")
+            table.add_row(
+                plain(r["tenant"]),
+                plain(r["user"]),
+                plain(f"quota {r['quota']}"),
+                "user created" if r["user_created"] else "",
+            )
     out.print(table)

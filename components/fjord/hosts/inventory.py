@@ -105,6 +105,66 @@ class UnknownTarget(ValueError):
     """A `--limit` name that is neither a group nor a host of the site."""
 
 
+class BadHostVars(ValueError):
+    """Per-host variables (`fjord configure --host-vars`) that are not an object mapping host names of the
+    site to objects of variables; one message per problem in `problems`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+HOST_VARS_ALLOWED = "a JSON object mapping host names of the site to objects of variables"
+_JSON_TYPES = ((bool, "a boolean"), (int | float, "a number"), (str, "a string"), (list, "an array"))
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return next((name for typ, name in _JSON_TYPES if isinstance(value, typ)), "an object")
+
+
+def _shown(value: object, width: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _unit_prefixes(size: SiteSize) -> dict[str, int]:
+    """Each scalable unit's host name prefix (`<prefix>-suNNN-n`) -> its node count: a host is prefix + NNN."""
+    return {u.first_node[:-3]: u.node_count for c in size.clusters for u in c.units}
+
+
+def _is_host(prefixes: Mapping[str, int], name: str) -> bool:
+    digits = name[-3:]
+    return len(name) > 3 and digits.isascii() and digits.isdigit() and int(digits) < prefixes.get(name[:-3], 0)
+
+
+def check_host_vars(site: Site, size: SiteSize, data: object, max_problems: int = 10) -> dict[str, dict[str, Any]]:
+    """`data` (a parsed `--host-vars` document) as host -> variables, every host one of the site's; raises
+    BadHostVars naming each wrong key or value (at most `max_problems`) and what is allowed."""
+    if not isinstance(data, dict):
+        raise BadHostVars([f"the document is {_json_type(data)} ({_shown(data)}); allowed: {HOST_VARS_ALLOWED}"])
+    prefixes = _unit_prefixes(size)
+    problems: list[str] = []
+    for host, variables in data.items():
+        if not (isinstance(host, str) and _is_host(prefixes, host)):
+            examples = [u.first_node for c in size.clusters for u in c.units[:1]][:3]
+            hosts = sum(prefixes.values())
+            problems.append(
+                f"{host!r} is no host of site {site.name}; allowed: {HOST_VARS_ALLOWED}"
+                f" ({hosts:,} hosts, e.g. {', '.join(examples)})"
+            )
+        elif not isinstance(variables, dict):
+            problems.append(
+                f"{host!r}: {_shown(variables)} is {_json_type(variables)}; allowed: an object of variables,"
+                ' e.g. {"ansible_port": 2222}'
+            )
+    if problems:
+        more = len(problems) - max_problems
+        raise BadHostVars(problems[:max_problems] + ([f"... and {more} more"] if more > 0 else []))
+    return data
+
+
 @dataclass(frozen=True)
 class Inventory:
     """A site's inventory (or part of it) as Ansible's YAML/JSON inventory document."""
@@ -137,9 +197,9 @@ def _check_targets(site: Site, size: SiteSize, wanted: set[str]) -> None:
         for u in c.units:
             groups.add(unit_group(u))
             groups |= {group_name("rack", r) for r in u.racks}
+    prefixes = _unit_prefixes(size)
     for w in sorted(wanted - groups):
-        unit = next((u for c in size.clusters for u in c.units if w.startswith(u.first_node[:-3])), None)
-        if unit is not None and w[len(unit.first_node) - 3 :].isdigit() and int(w[-3:]) < unit.node_count:
+        if _is_host(prefixes, w):
             continue
         named = sorted(g for g in groups if g.startswith(("site_", "hall_", "cluster_")))
         raise UnknownTarget(

@@ -129,7 +129,7 @@ def stacks_dir(explicit: Path | None = None) -> Path:
 
 
 def list_stacks(directory: Path) -> list[str]:
-    names = {p.name[len("Pulumi.") : -len(".yaml")] for p in directory.glob("Pulumi.*.yaml")}
+    names = {p.name[len("Pulumi.") : -len(".yaml")] for p in directory.glob("Pulumi.*.yaml") if p.is_file()}
     return sorted(names)
 
 
@@ -137,6 +137,9 @@ def read_stack(stack: str, directory: Path | None = None) -> StackConfig:
     """Read `Pulumi.<stack>.yaml`; a missing file is an error except for the embedded `dev` default."""
     folder = stacks_dir(directory)
     path = folder / f"Pulumi.{stack}.yaml"
+    if path.exists() and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise SiteError([Problem("stack", stack, f"{path} is {what}; allowed: a Pulumi.<stack>.yaml file")])
     if not path.is_file():
         if stack == DEFAULT_STACK:
             return StackConfig(stack, None, default_site(), embedded_default=True)
