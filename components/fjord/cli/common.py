@@ -70,15 +70,13 @@ def reject(source: str, lines: list[str]) -> typer.Exit:
 
 
 def stack_file(stack: str, folder: Path | None) -> Path:
-    """The stack's file; rejects a `Pulumi.<stack>.yaml` that is there but is not a file (a folder, say),
-    which the loader would otherwise report as missing (or, for `dev`, pass over for the embedded site)."""
-    from fjord.spec.load import stacks_dir
+    """The stack's file (which may not exist); a `Pulumi.<stack>.yaml` that is no file (a folder) exits 1."""
+    from fjord.spec.load import stack_path, stacks_dir
 
-    path = stacks_dir(folder) / f"Pulumi.{stack}.yaml"
-    if path.exists() and not path.is_file():
-        what = "a folder" if path.is_dir() else "not a regular file"
-        raise reject(str(path), [f"stack: {path.name} is {what}; allowed: a Pulumi.<stack>.yaml file (got {stack!r})"])
-    return path
+    try:
+        return stack_path(stack, stacks_dir(folder))
+    except SiteError as exc:
+        raise reject(exc.source, exc.lines()) from None
 
 
 def stack_names(folder: Path) -> list[str]:
@@ -88,7 +86,7 @@ def stack_names(folder: Path) -> list[str]:
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "no such folder"
         raise reject(str(folder), [f"--stacks-dir: {what}; allowed: a folder of Pulumi.<stack>.yaml files"])
-    return [name for name in list_stacks(folder) if (folder / f"Pulumi.{name}.yaml").is_file()]
+    return list_stacks(folder)
 
 
 def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
@@ -97,7 +95,6 @@ def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
     from fjord.spec.load import load_site, read_stack
 
     source = f"stack {stack}"
-    stack_file(stack, folder)
     try:
         cfg = read_stack(stack, folder)
         source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"

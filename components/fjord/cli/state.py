@@ -30,7 +30,7 @@ from fjord.cli.common import (
     write_json,
 )
 from fjord.spec.errors import Problem, SiteError
-from fjord.spec.load import SECRET_PLACEHOLDER, StackConfig, plain_secret_problem, read_stack, stacks_dir
+from fjord.spec.load import SECRET_PLACEHOLDER, StackConfig, read_stack, stacks_dir
 
 if TYPE_CHECKING:  # boto3 is loaded when a command talks to the object store
     from fjord.adapters.s3 import ObjectStore, S3Credentials, S3Error
@@ -73,8 +73,6 @@ def resolve_credentials(
     if found is not None:
         return found
     source = str(cfg.path or cfg.stack)
-    if cfg.config.get(SECRET_KEY) not in (None, SECRET_PLACEHOLDER):  # read_stack refuses it; a built config may not
-        raise SiteError([plain_secret_problem(SECRET_KEY)], source)
     access = cfg.config.get(ACCESS_KEY)
     if SECRET_KEY in cfg.secret_keys and access is not None:
         where = folder or stacks_dir()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from fjord.spec.errors import CREDENTIAL_KEY, HIDDEN, Problem, SiteError, problems_from_validation
+from fjord.spec.errors import CREDENTIAL_KEY, HIDDEN, SECRET_SHOWN, Problem, SiteError, problems_from_validation
 
 if TYPE_CHECKING:
     from fjord.spec.models import Site
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 NAMESPACE = "fjord"
 SITE_KEY = f"{NAMESPACE}:site"
 DEFAULT_STACK = "dev"
-SECRET_PLACEHOLDER = "[secret]"
+SECRET_PLACEHOLDER = SECRET_SHOWN  # how a secret shows wherever it would be
 SECRET_CONFIG_KEYS = (f"{NAMESPACE}:bmcPassword", f"{NAMESPACE}:s3SecretAccessKey")
 """Config keys whose value is a credential: only ever a Pulumi secret (`secure:` in the stack file)."""
 SECRET_CONFIG_PREFIXES = (f"{NAMESPACE}:kubeconfig-",)
@@ -133,13 +133,20 @@ def list_stacks(directory: Path) -> list[str]:
     return sorted(names)
 
 
-def read_stack(stack: str, directory: Path | None = None) -> StackConfig:
-    """Read `Pulumi.<stack>.yaml`; a missing file is an error except for the embedded `dev` default."""
-    folder = stacks_dir(directory)
+def stack_path(stack: str, folder: Path) -> Path:
+    """`folder`'s file for `stack`, which may not exist; rejects one that is there but is no file (a folder)."""
     path = folder / f"Pulumi.{stack}.yaml"
     if path.exists() and not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
-        raise SiteError([Problem("stack", stack, f"{path} is {what}; allowed: a Pulumi.<stack>.yaml file")])
+        problem = Problem("stack", stack, f"{path.name} is {what}; allowed: a Pulumi.<stack>.yaml file")
+        raise SiteError([problem], str(path))
+    return path
+
+
+def read_stack(stack: str, directory: Path | None = None) -> StackConfig:
+    """Read `Pulumi.<stack>.yaml`; a missing file is an error except for the embedded `dev` default."""
+    folder = stacks_dir(directory)
+    path = stack_path(stack, folder)
     if not path.is_file():
         if stack == DEFAULT_STACK:
             return StackConfig(stack, None, default_site(), embedded_default=True)
