@@ -657,8 +657,8 @@ CASES: list[Bad] = [
     Bad(
         "dcgm-level-5",
         "dev",
-        put("clusters[0].validation", {"dcgm_level": 5}),
-        "clusters[0].validation.dcgm_level",
+        put("clusters[0].acceptance", {"dcgm_level": 5}),
+        "clusters[0].acceptance.dcgm_level",
         5,
         "less than or equal to 4",
     ),

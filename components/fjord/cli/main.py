@@ -175,10 +175,15 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 def size(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Capacity report: nodes, racks, switches, cables, addresses, power and headroom."""
     site, sized, _ = load_stack(stack, stacks_dir_)
-    report = size_report(site, sized)
     if as_json:
-        write_json(report)
+        write_json(size_report(site, sized))
         return
+    show_size(site, sized)
+
+
+def show_size(site: Site, sized: SiteSize) -> None:
+    """The capacity report as tables (what `fjord size` prints)."""
+    report = size_report(site, sized)
     totals = report["totals"]
     out.print(
         labelled(
@@ -313,7 +318,7 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
 
 
 # Sub-commands in their own modules, registered last: they use the helpers above.
-from fjord.cli import artifacts, bmc, state  # noqa: E402
+from fjord.cli import artifacts, bmc, site, state  # noqa: E402
 from fjord.cli.render import render  # noqa: E402
 
 app.command()(render)
@@ -321,6 +326,7 @@ app.command()(configure)
 app.add_typer(bmc.app, name="bmc")
 app.add_typer(state.app, name="state")
 app.add_typer(artifacts.app, name="artifacts")
+app.add_typer(site.app, name="site")
 
 
 def main() -> None:

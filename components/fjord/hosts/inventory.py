@@ -91,14 +91,35 @@ def cluster_vars(site: Site, cluster: Cluster) -> dict[str, Any]:
         "k8s_node_enabled": cluster.scheduler == "kubernetes",
         "gpu_validate_expected_model": sku.name.split("-")[0],
         "gpu_validate_expected_count": sku.gpus_per_node,
-        "gpu_validate_dcgm_level": cluster.validation.dcgm_level,
-        "gpu_validate_gemm_min_fraction": cluster.validation.gemm_min_fraction,
-        "gpu_validate_hbm_min_fraction": cluster.validation.hbm_min_fraction,
+        **acceptance_vars(site, cluster),
         "gpu_validate_bf16_peak_tflops": sku.bf16_dense_tflops,
         "gpu_validate_hbm_peak_tbps": sku.hbm_tbps,
         "fjord_upgrade_batch_percent": cluster.upgrade.batch_percent,
         "fjord_upgrade_max_fail_percentage": cluster.upgrade.max_fail_percentage,
     }
+
+
+def acceptance_vars(site: Site, cluster: Cluster) -> dict[str, Any]:
+    """The acceptance gate of a cluster as the gpu_validate role reads it: the required checks and thresholds.
+
+    A threshold the spec leaves out (null) is not required; the role still measures and records it against the
+    catalog's default share, which never decides."""
+    gate = cluster.acceptance
+    return {
+        "gpu_validate_required": list(gate.required()),
+        "gpu_validate_dcgm_level": gate.dcgm_level,
+        "gpu_validate_gemm_min_fraction": gate.gemm_min_fraction or DEFAULT_FRACTIONS["gemm"],
+        "gpu_validate_hbm_min_fraction": gate.hbm_min_fraction or DEFAULT_FRACTIONS["hbm"],
+        "gpu_validate_nccl_node_min_fraction": gate.nccl_node_min_fraction or DEFAULT_FRACTIONS["nccl_node"],
+        "gpu_validate_ib_min_fraction": gate.ib_min_fraction or DEFAULT_FRACTIONS["ib"],
+        "gpu_validate_nvlink_peak_gbps": cluster.gpu.nvlink_gbps,
+        "gpu_validate_ib_port_gbps": site.fabric(cluster.compute_fabric).switch_model.port_gbps,
+        "gpu_validate_os": site.software.os,
+    }
+
+
+DEFAULT_FRACTIONS = {"gemm": 0.7, "hbm": 0.8, "nccl_node": 0.7, "ib": 0.9}
+"""Shares recorded against when the spec does not require a figure (the report shows them; they never decide)."""
 
 
 class UnknownTarget(ValueError):

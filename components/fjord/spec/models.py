@@ -193,16 +193,105 @@ class Upgrade(_Spec):
     )
 
 
-class Validation(_Spec):
-    """How hard a node is tested before it takes work, and what it must reach against the catalog's peaks."""
+class Acceptance(_Spec):
+    """The acceptance gate: the checks a node must pass before it enters service (Slurm resume, Kubernetes
+    taint removed and label set). Every check set here is required: a required check that fails, or that is
+    skipped (its tool missing, no GPU, no PyTorch), fails the node. `false`, 0 or null takes a check out of
+    the gate; it is still run and recorded where it can be, but does not decide. Thresholds are shares of
+    the SKU's catalog figures, so one spec serves every SKU.
+    """
 
-    dcgm_level: StrictInt = Field(default=1, ge=0, le=4, description="DCGM diagnostics level (0 = none, 1-4).")
-    gemm_min_fraction: StrictFloat = Field(
-        default=0.7, gt=0, le=1, description="BF16 GEMM must reach this share of the SKU's dense peak."
+    os: bool = Field(default=True, description="The node runs the spec's OS release (software.os).")
+    gpu_inventory: bool = Field(
+        default=True, description="GPU count and model as the SKU says, the spec's driver branch, persistence mode."
     )
-    hbm_min_fraction: StrictFloat = Field(
+    ecc: bool = Field(default=True, description="No volatile uncorrected ECC errors on any GPU.")
+    nvlink: bool = Field(default=True, description="Every NVLink link active, the same count on every GPU.")
+    pcie: bool = Field(default=True, description="Every GPU's PCIe link at its maximum width.")
+    dcgm_level: StrictInt = Field(
+        default=1, ge=0, le=4, description="DCGM diagnostics level that must pass (0 = not required; 1-4)."
+    )
+    gemm_min_fraction: StrictFloat | None = Field(
+        default=0.7, gt=0, le=1, description="BF16 GEMM must reach this share of the SKU's dense peak (null: off)."
+    )
+    hbm_min_fraction: StrictFloat | None = Field(
         default=0.8, gt=0, le=1, description="Device memory copy must reach this share of the SKU's HBM bandwidth."
     )
+    nccl_node_min_fraction: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="NCCL all-reduce bus bandwidth across the node's GPUs (nccl-tests all_reduce_perf) as a share of"
+        " the SKU's NVLink bandwidth per direction (H100: ~365 of 450 GB/s is 0.81); null: not required.",
+    )
+    nccl_pair_min_fraction: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="NCCL all-reduce bus bandwidth between node pairs over the compute fabric, as a share of the"
+        " node's rails x port speed; null: not required. Needs clusters of two nodes or more.",
+    )
+    ib_min_fraction: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="RDMA write bandwidth per compute NIC (perftest ib_write_bw) as a share of the compute fabric's"
+        " port speed (NDR 400G: 46-49 of 50 GB/s); null: not required.",
+    )
+
+    @model_validator(mode="after")
+    def _something_required(self) -> Acceptance:
+        if not self.required():
+            raise SpecProblems(
+                [
+                    Problem(
+                        "os",
+                        self.os,
+                        "the gate requires no check at all, so every node would enter service unchecked; allowed:"
+                        " at least one check required (os: true is the least)",
+                    )
+                ]
+            )
+        return self
+
+    def required(self) -> tuple[str, ...]:
+        """The checks the gate requires, by the names the node's report gives them (see ACCEPTANCE_CHECKS)."""
+        on = {
+            "os_release": self.os,
+            "gpu_count": self.gpu_inventory,
+            "gpu_model": self.gpu_inventory,
+            "driver_branch": self.gpu_inventory,
+            "persistence_mode": self.gpu_inventory,
+            "ecc_uncorrected": self.ecc,
+            "nvlink": self.nvlink,
+            "pcie_link_width": self.pcie,
+            "dcgm_diag": self.dcgm_level > 0,
+            "bf16_gemm": self.gemm_min_fraction is not None,
+            "hbm_bandwidth": self.hbm_min_fraction is not None,
+            "nccl_node": self.nccl_node_min_fraction is not None,
+            "nccl_pair": self.nccl_pair_min_fraction is not None,
+            "ib_bandwidth": self.ib_min_fraction is not None,
+        }
+        return tuple(name for name in ACCEPTANCE_CHECKS if on[name])
+
+
+ACCEPTANCE_CHECKS = (
+    "os_release",
+    "gpu_count",
+    "gpu_model",
+    "driver_branch",
+    "persistence_mode",
+    "ecc_uncorrected",
+    "nvlink",
+    "pcie_link_width",
+    "dcgm_diag",
+    "bf16_gemm",
+    "hbm_bandwidth",
+    "nccl_node",
+    "nccl_pair",
+    "ib_bandwidth",
+)
+"""Every check a node's acceptance report can hold, in the order they run."""
 
 
 class Cluster(_Spec):
@@ -228,7 +317,25 @@ class Cluster(_Spec):
     )
     gpu_stack: GpuStack = Field(default_factory=GpuStack, description="Who owns the driver and the toolkit.")
     upgrade: Upgrade = Field(default_factory=Upgrade, description="Rolling upgrade batches and failure budget.")
-    validation: Validation = Field(default_factory=Validation, description="Node acceptance tests.")
+    acceptance: Acceptance = Field(
+        default_factory=Acceptance, description="The checks a node must pass before it enters service."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "validation" in data:
+            raise SpecProblems(
+                [
+                    Problem(
+                        "validation",
+                        data["validation"],
+                        "is now 'acceptance' (dcgm_level, gemm_min_fraction and hbm_min_fraction kept their names,"
+                        " with more checks beside them); allowed: acceptance",
+                    )
+                ]
+            )
+        return data
 
     @field_validator("sku")
     @classmethod
@@ -260,6 +367,16 @@ class Cluster(_Spec):
                         f"{sku.name} comes in whole {what}s of {unit} GPUs; allowed: a multiple of {unit}",
                     )
                 )
+        pairs = self.acceptance.nccl_pair_min_fraction
+        if pairs is not None and self.gpus is not None and self.gpus // sku.gpus_per_node < 2:
+            problems.append(
+                Problem(
+                    "acceptance.nccl_pair_min_fraction",
+                    pairs,
+                    f"needs node pairs and the cluster has {self.gpus // sku.gpus_per_node} node;"
+                    " allowed: null for a one-node cluster",
+                )
+            )
         if sku.rack_scale and self.nodes_per_rack not in (None, sku.default_nodes_per_rack):
             problems.append(
                 Problem(
