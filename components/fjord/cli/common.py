@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from fjord.spec.errors import SiteError
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from fjord.spec.models import Site
 
 EXIT_REJECTED = 1
+EXIT_POLICY = 5
+"""A mandatory policy rule failed (`fjord plan`, `fjord gitops check`): the change is valid but not allowed here."""
 
 # Piped output (CI logs, GitOps comments) gets wide tables instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -34,6 +37,15 @@ StacksDir = Annotated[
     typer.Option("--stacks-dir", help="Folder of Pulumi.<stack>.yaml files (default: ./stacks or $FJORD_STACKS_DIR)."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+PolicyConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy-config",
+        help="Policy settings (default: policy/config.yaml beside the stacks folder, else built-in defaults).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
 
 
 def plain(value: object, style: str = "") -> Text:
@@ -56,6 +68,29 @@ def write_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, never coloured (rich's print_json colours it on a
     terminal or with FORCE_COLOR, which makes it unreadable to a JSON parser)."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def policy_table(stack: str, report: dict[str, Any]) -> Table:
+    """A stack's policy results (`PolicyReport.as_dict()`): one row per rule, its findings below it."""
+    table = Table(title=plain(f"{stack}: policy"), title_justify="left", header_style="bold")
+    for col in ("rule", "severity", "result", "findings"):
+        table.add_column(col)
+    colour = {"passed": "green", "skipped": "dim"}
+    for r in report["results"]:
+        style = colour.get(r["status"], "red" if r["severity"] == "mandatory" else "yellow")
+        findings = "\n".join(f"{v['path']}: {v['message']} (got {v['value']})" for v in r["violations"]) or r["note"]
+        table.add_row(plain(r["rule"]), plain(r["severity"]), plain(r["status"], style), plain(findings))
+    return table
+
+
+def policy_errors(stack: str, report: dict[str, Any]) -> None:
+    """One error line per mandatory violation: `<stack>: policy <rule>: <path>: <message> (got <value>)`."""
+    for r in report["results"]:
+        if r["status"] == "failed" and r["severity"] == "mandatory":
+            for v in r["violations"]:
+                error_line(
+                    f"{stack}: policy {r['rule']} ({r['severity']}): {v['path']}: {v['message']} (got {v['value']})"
+                )
 
 
 def reject(source: str, lines: list[str]) -> typer.Exit:

@@ -1,7 +1,7 @@
 """`fjord`: validate, size and plan GPU sites described in `stacks/Pulumi.<stack>.yaml`.
 
 Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stderr, field path first);
-2 usage errors (Typer); 4 a stack is over the resource budget.
+2 usage errors (Typer); 4 a stack is over the resource budget; 5 a mandatory policy rule failed (docs/policy.md).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.tree import Tree
 
-from fjord.cli.common import EXIT_REJECTED as EXIT_REJECTED  # the exit codes are listed here, with EXIT_OVER_BUDGET
 from fjord.cli.common import (
+    EXIT_POLICY,
     JsonFlag,
+    PolicyConfig,
     StackArg,
     StacksDir,
     err,
@@ -24,11 +25,14 @@ from fjord.cli.common import (
     load_stack,
     out,
     plain,
+    policy_errors,
+    policy_table,
     reject,
     stack_file,
     stack_names,
     write_json,
 )
+from fjord.cli.common import EXIT_REJECTED as EXIT_REJECTED  # the exit codes are listed here, with EXIT_OVER_BUDGET
 from fjord.cli.configure import configure
 from fjord.plan.runner import MAX_RESOURCES_PER_STACK, PlanError, StackPlan, plan_stacks
 from fjord.spec.load import stacks_dir
@@ -242,8 +246,12 @@ def plan(
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", min=1, help="Stacks planned at once (default: CPUs).")
     ] = None,
+    policy_config: PolicyConfig = None,
 ) -> None:
-    """Run the real Pulumi program offline under Pulumi's mock runtime and summarise what it registers."""
+    """Run the real Pulumi program offline under Pulumi's mock runtime and summarise what it registers.
+
+    fjord's policy rules (docs/policy.md) run over every planned site: advisory findings are shown, a mandatory
+    one fails the plan with exit 5."""
     folder = stacks_dir(stacks_dir_)
     names = list(dict.fromkeys(stacks)) if stacks else stack_names(folder)  # each stack once, in the order given
     if not names:
@@ -262,7 +270,9 @@ def plan(
     ) as progress:
         task = progress.add_task(", ".join(names), total=len(names))
         try:
-            plans = plan_stacks(names, folder, jobs, on_done=lambda _s: progress.advance(task))
+            plans = plan_stacks(
+                names, folder, jobs, on_done=lambda _s: progress.advance(task), policy_config=policy_config
+            )
         except PlanError as exc:
             raise reject(exc.source, exc.lines) from None
     over = [p for p in plans if p.over_budget]
@@ -282,6 +292,8 @@ def plan(
             for typ, count in sorted(p.data["by_type"].items(), key=lambda kv: (-kv[1], kv[0])):
                 types.add_row(plain(typ), f"{count:,}")
             out.print(types)
+            if "policy" in p.data:
+                out.print(policy_table(p.stack, p.data["policy"]))
         summary = Table(title="Stacks", title_justify="left", header_style="bold")
         for col in ("stack", "site", "resources", "budget", "GPUs", "nodes", "facility MW", "plan s"):
             summary.add_column(col, justify="left" if col in ("stack", "site") else "right")
@@ -308,6 +320,11 @@ def plan(
                 f" {MAX_RESOURCES_PER_STACK:,} per stack"
             )
         raise typer.Exit(EXIT_OVER_BUDGET)
+    failed = [(p.stack, p.data["policy"]) for p in plans if p.policy_failed]
+    if failed:
+        for stack, report in failed:
+            policy_errors(stack, report)
+        raise typer.Exit(EXIT_POLICY)
 
 
 @app.command("stacks")

@@ -41,11 +41,18 @@ class StackPlan:
     def over_budget(self) -> bool:
         return self.resources > MAX_RESOURCES_PER_STACK
 
+    @property
+    def policy_failed(self) -> list[str]:
+        """The mandatory policy rules this stack's site fails (none when the plan ran no policy)."""
+        return list(self.data.get("policy", {}).get("mandatory_failed", []))
 
-def _plan_one(stack: str, stacks_dir: Path | None) -> StackPlan:
+
+def _plan_one(stack: str, stacks_dir: Path | None, policy_config: Path | None = None) -> StackPlan:
     cmd = [sys.executable, "-m", "fjord.plan.worker", stack]
     if stacks_dir is not None:
         cmd.append(str(stacks_dir))
+    if policy_config is not None:
+        cmd.append(f"--policy-config={policy_config}")
     env = dict(os.environ, PYTHONWARNINGS=os.environ.get("PYTHONWARNINGS", "ignore"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode == EXIT_REJECTED:
@@ -62,13 +69,17 @@ def plan_stacks(
     stacks_dir: Path | None = None,
     jobs: int | None = None,
     on_done: Callable[[str], None] | None = None,
+    policy_config: Path | None = None,
 ) -> list[StackPlan]:
-    """Plan every stack, in parallel processes; raise the first PlanError in stack order."""
+    """Plan every stack, in parallel processes; raise the first PlanError in stack order.
+
+    Each plan carries fjord's policy results (`data["policy"]`), with the settings in `policy_config`, else the
+    repository's `policy/config.yaml` beside the stacks folder, else the defaults."""
     workers = max(1, min(len(stacks), jobs or os.cpu_count() or 1))
 
     def task(stack: str) -> StackPlan | PlanError:
         try:
-            return _plan_one(stack, stacks_dir)
+            return _plan_one(stack, stacks_dir, policy_config)
         except PlanError as exc:
             return exc
         finally:

@@ -27,8 +27,11 @@ from pulumi.runtime.sync_await import _sync_await
 
 from fjord import program
 from fjord.plan.mocks import STACK_TYPE, PlanMocks, RecordingMonitor
+from fjord.policy import evaluate, load_settings, policy_input
+from fjord.policy.rules import PolicySettings, default_settings_path
+from fjord.sizing.site import size_site
 from fjord.spec.errors import SiteError
-from fjord.spec.load import SITE_KEY, StackConfig, read_stack
+from fjord.spec.load import SITE_KEY, StackConfig, load_site, read_stack, stacks_dir
 
 EXIT_REJECTED = 3
 
@@ -146,12 +149,24 @@ def collector_report(while_importing: int) -> dict[str, int]:
     return {"while_importing": while_importing, "frozen": gc.get_freeze_count(), "full": full}
 
 
+def policy(cfg: StackConfig, settings: PolicySettings) -> dict[str, Any]:
+    """fjord's policy rules over the stack's site (validated and sized again: ~1 % of a plan), as data."""
+    site = load_site(cfg.site, source=f"stack {cfg.stack}")
+    report = evaluate(policy_input(cfg.stack, site, size_site(site), cfg, settings=settings))
+    return report.as_dict()
+
+
 def main(argv: list[str]) -> int:
+    """`python -m fjord.plan.worker <stack> [<stacks folder>] [--policy-config <file>]`."""
     while_importing = collect_young_only()
-    stack, folder = argv[0], Path(argv[1]) if len(argv) > 1 else None
+    args = [a for a in argv if not a.startswith("--policy-config=")]
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--policy-config=")]
+    stack, folder = args[0], Path(args[1]) if len(args) > 1 else None
     try:
+        settings = load_settings(Path(given[-1]) if given else default_settings_path(stacks_dir(folder)))
         cfg = read_stack(stack, folder)
         result = run(cfg)
+        result["policy"] = policy(cfg, settings)
     except SiteError as exc:
         json.dump({"stack": stack, "problems": exc.lines(), "source": exc.source}, sys.stdout)
         return EXIT_REJECTED
