@@ -11,7 +11,8 @@ def test_a_stack_file_touches_its_stack_only() -> None:
     got = changed_stacks([FileChange("M", "stacks/Pulumi.uk.yaml")], STACKS)
     assert got.stacks == ("uk",)
     assert got.reasons == {"uk": ("stacks/Pulumi.uk.yaml",)}
-    assert not got.shared and not got.removed
+    assert not got.shared
+    assert not got.removed
 
 
 def test_shared_files_touch_every_stack_core_first() -> None:
@@ -25,7 +26,8 @@ def test_shared_files_touch_every_stack_core_first() -> None:
     ):
         got = changed_stacks([FileChange("M", path), FileChange("M", "stacks/Pulumi.uk.yaml")], STACKS)
         assert got.stacks == ("narvik-core", "dev", "narvik", "uk"), path
-        assert got.core == ("narvik-core",) and got.rest == ("dev", "narvik", "uk")
+        assert got.core == ("narvik-core",)
+        assert got.rest == ("dev", "narvik", "uk")
         assert got.shared == (path,)
         assert got.reasons["uk"] == ("stacks/Pulumi.uk.yaml", path)
 
@@ -54,7 +56,10 @@ def test_added_removed_and_renamed_stacks() -> None:
 
 
 def test_core_stacks_and_names() -> None:
-    assert is_core("core") and is_core("uk-core") and not is_core("uk") and not is_core("corex")
+    assert is_core("core")
+    assert is_core("uk-core")
+    assert not is_core("uk")
+    assert not is_core("corex")
     assert apply_order(["uk", "b-core", "a", "core"]) == ["b-core", "core", "a", "uk"]
     assert stack_of("stacks/Pulumi.uk.yaml") == "uk"
     assert stack_of("stacks/sub/Pulumi.uk.yaml") is None
