@@ -317,6 +317,28 @@ CASES: list[Bad] = [
         "ib",
         "65536",
     ),
+    # Site-wide fabrics serve every node of the site: the same three-tier limit holds for them.
+    Bad(
+        "storage-fabric-over-three-tiers",
+        "narvik",
+        put("fabrics[1].ports_per_node", 3),
+        "fabrics[1].switch",
+        "SN4600C",
+        "exceed the 65536 a three-tier SN4600C fabric can connect",
+    ),
+    # Host names are one DNS label: <site>-<cluster>-suNNN-nNNN of at most 63 characters.
+    Bad(
+        "host-name-over-a-dns-label",
+        "dev",
+        both(
+            put("name", "s" * 32),
+            put("clusters[0].name", "c" * 24),
+            put("tenants[0].gpu_quotas[0].cluster", "c" * 24),
+        ),
+        "clusters[0].name",
+        "c" * 24,
+        "allowed: at most 63 (one DNS label), so a cluster name of at most 19 characters",
+    ),
     # clusters
     Bad("unknown-sku", "dev", put("clusters[0].sku", "H300-SXM"), "clusters[0].sku", "H300-SXM", "allowed"),
     Bad(
@@ -833,7 +855,55 @@ CASES: list[Bad] = [
         put("object_store", {"endpoint": "s3.narvik.example", "jurisdiction": "EEA"}),
         "object_store.endpoint",
         "s3.narvik.example",
-        "allowed: an http(s)://host[:port] URL",
+        "has no scheme; allowed: an http(s) URL of an S3 endpoint, http(s)://host[:port]",
+    ),
+    # Every URL of the site is checked as one: scheme, host, port; `fjord state init` crashed on a tier's.
+    *(
+        Bad(
+            f"tier-endpoint-{case}",
+            "narvik",
+            put("storage[1].endpoint", url),
+            "storage[1].endpoint",
+            url,
+            hint,
+        )
+        for case, url, hint in (
+            ("no-scheme", "s3.narvik.example:7480", "has no scheme; allowed: an http(s) or nfs URL"),
+            ("ftp", "ftp://s3.narvik.example", "has scheme 'ftp'; allowed: an http(s) or nfs URL"),
+            ("no-host", "https://:7480", "has no valid host (none)"),
+            ("bad-host", "https://s3_narvik!example", "has no valid host (s3_narvik!example)"),
+            ("port-too-big", "https://s3.narvik.example:99999", "the port a number of 1-65535"),
+            ("port-zero", "http://s3.narvik.example:0", "the port a number of 1-65535"),
+            ("port-not-a-number", "http://s3.narvik.example:http", "the port a number of 1-65535"),
+            ("empty-port", "http://s3.narvik.example:", "the port a number of 1-65535"),
+            ("spaces", "https://s3.narvik.example /x", "holds spaces"),
+            ("a-query", "https://s3.narvik.example/?x=1", "has a query or fragment"),
+            ("nfs-for-an-object-tier", "nfs://s3.narvik.example", "an object tier is reached over S3"),
+        )
+    ),
+    Bad(
+        "tier-endpoint-with-a-password",
+        "narvik",
+        put("storage[1].endpoint", "https://admin:hunter2@s3.narvik.example"),
+        "storage[1].endpoint",
+        "[not shown]",
+        "holds a user or password",
+    ),
+    Bad(
+        "tier-endpoint-not-a-string",
+        "narvik",
+        put("storage[1].endpoint", 7480),
+        "storage[1].endpoint",
+        7480,
+        "must be a string; allowed: an http(s) or nfs URL",
+    ),
+    Bad(
+        "mirror-url-bad-port",
+        "narvik",
+        put("air_gap.packages", "https://mirror.narvik.example:0/apt"),
+        "air_gap.packages",
+        "https://mirror.narvik.example:0/apt",
+        "the port a number of 1-65535",
     ),
     Bad(
         "state-bucket-name",
@@ -1089,7 +1159,22 @@ BAD_STACKS: list[BadStack] = [
         lambda: parse_stack_doc("prod", {}),
         "fjord:site",
         None,
-        "is missing",
+        "allowed: a mapping under `config: fjord:site:` in Pulumi.prod.yaml",
+    ),
+    # A misspelt top-level `config:` made `dev` fall back to the embedded site without a word.
+    BadStack(
+        "dev-config-key-typo",
+        read_file(b"confg:\n  fjord:site: {name: mine}\n", "dev"),
+        "confg",
+        {"fjord:site": {"name": "mine"}},
+        "unknown stack file key; did you mean 'config'? allowed keys: config, secretsprovider",
+    ),
+    BadStack(
+        "unknown-top-level-key-hides-credentials",
+        lambda: parse_stack_doc("dev", {"configs": {"fjord:bmcPassword": "hunter2"}}),
+        "configs",
+        {"fjord:bmcPassword": "[not shown]"},
+        "did you mean 'config'?",
     ),
     BadStack(
         "site-is-a-secret",

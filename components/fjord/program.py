@@ -13,8 +13,8 @@ from fjord.components._config import credential
 from fjord.components.platform import kubeconfig_key
 from fjord.components.site import Site, SiteArgs
 from fjord.sizing.site import size_site
-from fjord.spec.errors import Problem, SiteError
-from fjord.spec.load import DEFAULT_STACK, default_site, load_site
+from fjord.spec.errors import SiteError
+from fjord.spec.load import DEFAULT_STACK, default_site, load_site, missing_site_problem
 
 
 def main() -> Site:
@@ -23,7 +23,7 @@ def main() -> Site:
     raw = config.get_object("site")
     if raw is None:
         if stack != DEFAULT_STACK:
-            raise SiteError([Problem("fjord:site", None, "is missing from the stack config")], f"stack {stack}")
+            raise SiteError([missing_site_problem(stack)], f"stack {stack}")
         raw = default_site()
     spec = load_site(raw, source=f"stack {stack}")
     try:

@@ -138,7 +138,14 @@ def connect_store(stack: str, folder: Path | None, site: Site, source: str) -> t
     settings = TransferSettings(
         max_attempts=spec.max_attempts, connect_timeout_s=spec.connect_timeout_s, read_timeout_s=spec.read_timeout_s
     )
-    return target, ObjectStore(target.endpoint, creds, target.region, settings)
+    try:
+        return target, ObjectStore(target.endpoint, creds, target.region, settings)
+    except ValueError as exc:  # botocore refuses an endpoint the spec's URL check let through: no traceback
+        where = f"storage tier {spec.tier!r}" if spec.tier else "object_store.endpoint"
+        raise reject(
+            source,
+            [f"{where}: the S3 client cannot use {target.endpoint!r} ({exc}); allowed: an http(s)://host[:port] URL"],
+        ) from None
 
 
 def store_failed(exc: S3Error) -> typer.Exit:

@@ -21,6 +21,9 @@ from fjord.sizing.ipam import Allocator, Subnet
 from fjord.spec.errors import Problem, SiteError
 from fjord.spec.models import Cluster, Site
 
+DNS_LABEL_MAX = 63
+"""Longest DNS label (RFC 1035): a host name fjord derives (`<site>-<cluster>-suNNN-nNNN`) is one label."""
+
 SWITCHES_PER_NETWORK_RACK = 16
 """Switches one network rack holds (spine and core tiers, and leaves of the non-compute fabrics)."""
 
@@ -68,6 +71,11 @@ class Node:
         }
 
 
+def host_name(prefix: str, unit: int, node: int) -> str:
+    """A node's host name: `<site>-<cluster>-suNNN-nNNN` (`prefix` is `<site>-<cluster>`), one DNS label."""
+    return f"{prefix}-su{unit:03d}-n{node:03d}"
+
+
 @dataclass(frozen=True, slots=True)
 class ScalableUnitSize:
     """A sized scalable unit. Its nodes are derived on demand from its subnets and rack layout, so that
@@ -96,12 +104,12 @@ class ScalableUnitSize:
 
     @property
     def first_node(self) -> str:
-        return f"{self.host_prefix}-su{self.index:03d}-n000"
+        return host_name(self.host_prefix, self.index, 0)
 
     def nodes(self) -> list[Node]:
         per_rack, first_rack, first, count = self.nodes_per_rack, self.first_rack, self.first_slot, self.node_count
         # Column by column: each interface's addresses in one bulk call (Subnet.hosts), zipped per node.
-        names = [f"{self.host_prefix}-su{self.index:03d}-n{j:03d}" for j in range(count)]
+        names = [host_name(self.host_prefix, self.index, j) for j in range(count)]
         racks = [f"{self.hall}-r{first_rack + (first + j) // per_rack + 1:04d}" for j in range(count)]
         compute = list(zip(*(net.hosts(count) for net in self.rails), strict=True)) if self.rails else [()] * count
         columns = zip(
@@ -321,6 +329,18 @@ def _cluster_problems(i: int, cluster: Cluster, site: Site, shape: _ClusterShape
                     f" {hall.name!r}'s {hall.rack_power_kw:g} kW per rack; allowed: at most {fit} nodes per rack",
                 )
             )
+    longest = host_name(f"{site.name}-{cluster.name}", max(shape.scalable_units - 1, 0), shape.slots_per_su - 1)
+    if len(longest) > DNS_LABEL_MAX:
+        spare = DNS_LABEL_MAX - (len(longest) - len(cluster.name))
+        problems.append(
+            Problem(
+                f"clusters[{i}].name",
+                cluster.name,
+                f"host names <site>-<cluster>-suNNN-nNNN reach {len(longest)} characters ({longest!r});"
+                f" allowed: at most {DNS_LABEL_MAX} (one DNS label), so a cluster name of at most"
+                f" {max(spare, 0)} characters with site {site.name!r}, or a shorter site name",
+            )
+        )
     fabric = site.fabric(cluster.compute_fabric)
     endpoints = (shape.nodes + shape.ufm_slots) * sku.compute_rails
     limit = max_endpoints(fabric.switch_model)
@@ -383,6 +403,18 @@ def size_site(site: Site) -> SiteSize:
     for role in roles:
         design = site.fabric_for(role)
         ports = total_nodes * design.ports_per_node
+        most = max_endpoints(design.switch_model)
+        if ports > most:
+            j = site.fabrics.index(design)
+            problems.append(
+                Problem(
+                    f"fabrics[{j}].switch",
+                    design.switch,
+                    f"the site's {total_nodes} nodes x {design.ports_per_node} port(s) = {ports} {role} ports exceed"
+                    f" the {most} a three-tier {design.switch} fabric can connect; allowed: a larger-radix switch,"
+                    " fewer ports per node or a smaller site",
+                )
+            )
         leaves = leaf_spine_leaves(design.switch_model, ports)
         site_fabrics.append(
             size_fabric(

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from fjord.spec.errors import CREDENTIAL_KEY, HIDDEN, SECRET_SHOWN, Problem, SiteError, problems_from_validation
+from fjord.spec.errors import (
+    CREDENTIAL_KEY,
+    HIDDEN,
+    SECRET_SHOWN,
+    Problem,
+    SiteError,
+    problems_from_validation,
+    redact,
+)
 
 if TYPE_CHECKING:
     from fjord.spec.models import Site
@@ -174,10 +182,36 @@ def _one_line(exc: yaml.YAMLError) -> str:
     return f"{what}{where}; allowed: a YAML mapping"
 
 
+STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
+"""The top-level keys of a Pulumi stack file (`ProjectStack` in Pulumi's sdk/go/common/workspace/project.go)."""
+
+
+def missing_site_problem(stack: str) -> Problem:
+    """The problem of a stack other than `dev` that sets no `fjord:site`: what to put there."""
+    return Problem(
+        SITE_KEY,
+        None,
+        f"is missing: every stack but {DEFAULT_STACK!r} describes its site; allowed: a mapping under"
+        f" `config: {SITE_KEY}:` in Pulumi.{stack}.yaml (copy components/fjord/spec/default_site.yaml to start)",
+    )
+
+
 def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConfig:
     source = str(path) if path else stack
     if not isinstance(doc, dict):
         raise SiteError([Problem("", type(doc).__name__, "a stack file must be a mapping")], source)
+    unknown_top = [k for k in doc if k not in STACK_FILE_KEYS]
+    if unknown_top:
+        # A misspelt `config:` would otherwise read as no config at all: `dev` would fall back to the embedded
+        # site without a word. Pulumi's CLI rejects such a file too.
+        problems = []
+        for key in unknown_top:
+            near = difflib.get_close_matches(str(key), STACK_FILE_KEYS, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]!r}?" if near else ";"
+            allowed = ", ".join(STACK_FILE_KEYS)
+            message = f"unknown stack file key{hint} allowed keys: {allowed}"
+            problems.append(Problem(str(key), redact(doc[key]), message))
+        raise SiteError(problems, source)
     raw_config = doc.get("config") or {}
     if not isinstance(raw_config, dict):
         raise SiteError([Problem("config", type(raw_config).__name__, "must be a mapping of keys")], source)
@@ -202,7 +236,7 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
     embedded = False
     if site is None:
         if stack != DEFAULT_STACK:
-            raise SiteError([Problem(SITE_KEY, None, "is missing: every stack but 'dev' describes its site")], source)
+            raise SiteError([missing_site_problem(stack)], source)
         site, embedded = default_site(), True
     if SITE_KEY in secrets or not isinstance(site, dict):
         raise SiteError([Problem(SITE_KEY, "[secret]" if SITE_KEY in secrets else site, "must be a mapping")], source)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -26,7 +27,7 @@ from pydantic import (
 )
 
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH, GPU_CATALOG, SWITCH_CATALOG, GpuSku, SwitchModel
-from fjord.spec.errors import Problem, SpecProblems
+from fjord.spec.errors import HIDDEN, Problem, SpecProblems
 
 
 def _matching(regex: str, allowed: str) -> BeforeValidator:
@@ -41,6 +42,59 @@ def _matching(regex: str, allowed: str) -> BeforeValidator:
         return value
 
     return BeforeValidator(check)
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _url(schemes: tuple[str, ...], what: str, *, path: bool = True) -> BeforeValidator:
+    """A URL check: one of `schemes`, a host (DNS name or IP address), an optional port of 1-65535, no user or
+    password in it (a credential is never part of the site), a path only where `path` allows one. The error
+    says what was wrong and what is allowed; the value is kept as written."""
+    others = [s for s in schemes if s not in ("http", "https")]
+    kinds = " or ".join(["http(s)", *others])
+    form = f"{'|'.join(['http(s)', *others])}://host[:port]{'[/path]' if path else ''}"
+    allowed = f"an {kinds} URL {what}, {form}"
+
+    def check(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string; allowed: {allowed}")
+        if not value or any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError(f"is empty or holds spaces or control characters; allowed: {allowed}")
+        parts = urlsplit(value)
+        if "://" not in value or parts.scheme.lower() not in schemes:
+            got = f"scheme {parts.scheme!r}" if "://" in value and parts.scheme else "no scheme"
+            raise ValueError(f"has {got}; allowed: {allowed}")
+        if "@" in parts.netloc:  # the value is not shown: it holds a credential
+            message = f"holds a user or password; allowed: {allowed}, the credential set as a Pulumi secret"
+            raise SpecProblems([Problem("", HIDDEN, message)])
+        host = parts.hostname or ""
+        if not _valid_host(host):
+            raise ValueError(f"has no valid host ({host or 'none'}); allowed: {allowed}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0 or parts.netloc.endswith(":"):
+            raise ValueError(f"has an invalid port; allowed: {allowed}, the port a number of 1-65535")
+        if not path and parts.path not in ("", "/"):
+            raise ValueError(f"has a path ({parts.path}); allowed: {allowed}")
+        if parts.query or parts.fragment or value.endswith(("?", "#")):
+            raise ValueError(f"has a query or fragment; allowed: {allowed}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _valid_host(host: str) -> bool:
+    """A DNS name of labels of 1-63 characters (253 in all), or an IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return 0 < len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels) and not host[0].isdigit()
 
 
 def _cidr(value: object) -> object:
@@ -485,7 +539,25 @@ class StorageTier(_Spec):
     hall: Name
     racks: StrictInt = Field(gt=0, description="Rack positions the tier takes.")
     power_kw: StrictFloat = Field(gt=0, description="Max power of the whole tier, kW.")
-    endpoint: str | None = Field(default=None, description="Service endpoint (the S3 URL for an object tier).")
+    endpoint: Annotated[str, _url(("http", "https", "nfs"), "of a storage service")] | None = Field(
+        default=None,
+        description="Service endpoint: the S3 URL (http(s)://host[:port]) of an object tier, the NFS or HTTP(S)"
+        " address of a file system.",
+    )
+
+    @model_validator(mode="after")
+    def _object_endpoint(self) -> StorageTier:
+        if self.kind == "object" and self.endpoint is not None and not self.endpoint.lower().startswith("http"):
+            raise SpecProblems(
+                [
+                    Problem(
+                        "endpoint",
+                        self.endpoint,
+                        "an object tier is reached over S3; allowed: an http(s)://host[:port] URL",
+                    )
+                ]
+            )
+        return self
 
 
 BucketName = Annotated[
@@ -504,7 +576,7 @@ class ObjectStore(_Spec):
     """
 
     tier: Name | None = Field(default=None, description="An object tier of this site whose endpoint is used.")
-    endpoint: Annotated[str, _matching(r"https?://[^\s/?#]+/?", "an http(s)://host[:port] URL")] | None = Field(
+    endpoint: Annotated[str, _url(("http", "https"), "of an S3 endpoint", path=False)] | None = Field(
         default=None, description="An S3 endpoint that is not one of this site's tiers (give `tier` or this)."
     )
     jurisdiction: Jurisdiction | None = Field(
@@ -631,11 +703,11 @@ class Tenant(_Spec):
 class AirGap(_Spec):
     """Where an air-gapped site gets everything it would otherwise download; set once for the whole site."""
 
-    packages: Annotated[str, _matching(r"https?://\S+", "an http(s) URL of the site's package mirror")]
+    packages: Annotated[str, _url(("http", "https"), "of the site's package mirror")]
     registry: Annotated[
         str, _matching(r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?", "a registry host[:port][/path], no scheme")
     ]
-    charts: Annotated[str, _matching(r"(https?|oci)://\S+", "an http(s):// or oci:// Helm chart repository")]
+    charts: Annotated[str, _url(("http", "https", "oci"), "of a Helm chart repository")]
 
 
 BiosValue = str | int | bool
@@ -669,7 +741,7 @@ class Bmc(_Spec):
         default="pxe",
         description="Boot override set on every node: PXE, the OS image as virtual media (image_url), or the disk.",
     )
-    image_url: Annotated[str, _matching(r"https?://\S+", "an http(s) URL of an OS image (ISO)")] | None = Field(
+    image_url: Annotated[str, _url(("http", "https"), "of an OS image (ISO)")] | None = Field(
         default=None, description="OS image inserted as virtual media when boot is 'virtual-media'."
     )
     bios: dict[str, BiosValue] = Field(
@@ -680,7 +752,7 @@ class Bmc(_Spec):
         default="leave",
         description="What removing a scalable unit does to its nodes: leave them as they are, or power them off.",
     )
-    endpoint: Annotated[str, _matching(r"https?://\S+", "an http(s) URL of one Redfish service")] | None = Field(
+    endpoint: Annotated[str, _url(("http", "https"), "of one Redfish service")] | None = Field(
         default=None, description="Lab/emulator: every node's system is on this one Redfish service."
     )
     systems: dict[str, str] = Field(
