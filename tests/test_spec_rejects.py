@@ -317,6 +317,15 @@ CASES: list[Bad] = [
         "ib",
         "65536",
     ),
+    # Was checked only when the platform was built (plan, render): `validate` said ok first.
+    Bad(
+        "operator-driver-branch-without-release",
+        "dev",
+        both(put("clusters[0].gpu_stack", {"driver": "operator"}), put("software.driver_branch", 575)),
+        "software.driver_branch",
+        575,
+        "pins no GPU Operator driver release of this branch; allowed: 570, 580, or gpu_stack.driver 'host'",
+    ),
     # Site-wide fabrics serve every node of the site: the same three-tier limit holds for them.
     Bad(
         "storage-fabric-over-three-tiers",

@@ -12,9 +12,9 @@ import pulumi
 from fjord.components._config import credential
 from fjord.components.platform import kubeconfig_key
 from fjord.components.site import Site, SiteArgs
-from fjord.sizing.site import size_site
+from fjord.sizing.site import validate_site
 from fjord.spec.errors import SiteError
-from fjord.spec.load import DEFAULT_STACK, default_site, load_site, missing_site_problem
+from fjord.spec.load import DEFAULT_STACK, default_site, missing_site_problem
 
 
 def main() -> Site:
@@ -25,11 +25,7 @@ def main() -> Site:
         if stack != DEFAULT_STACK:
             raise SiteError([missing_site_problem(stack)], f"stack {stack}")
         raw = default_site()
-    spec = load_site(raw, source=f"stack {stack}")
-    try:
-        size = size_site(spec)
-    except SiteError as exc:
-        raise SiteError(exc.problems, f"stack {stack}") from None
+    spec, size = validate_site(raw, source=f"stack {stack}")
     # The BMC password is a Pulumi secret. Unset, the bare-metal resources still plan, and the provider's
     # check fails the preview with a line saying how to set it. Every credential is checked here, before the
     # first registration, so a stack holding one in plain text changes nothing.

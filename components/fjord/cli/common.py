@@ -126,15 +126,15 @@ def stack_names(folder: Path) -> list[str]:
 
 def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
     """The stack's site, validated and sized, and where it came from; a rejected stack exits 1."""
-    from fjord.sizing.site import size_site
-    from fjord.spec.load import load_site, read_stack
+    from fjord.sizing.site import validate_site
+    from fjord.spec.load import read_stack
 
     source = f"stack {stack}"
     try:
         cfg = read_stack(stack, folder)
         source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"
-        site = load_site(cfg.site, source)
-        return site, size_site(site), source
+        site, size = validate_site(cfg.site, source)
+        return site, size, source
     except SiteError as exc:
         raise reject(exc.source or source, exc.lines()) from None
 

@@ -23,7 +23,6 @@ import yaml
 from rich.table import Table
 
 from fjord.cli.common import StackArg, StacksDir, load_stack, out, plain, reject
-from fjord.spec.errors import SiteError
 
 if TYPE_CHECKING:
     from fjord.platform import ClusterPlatform
@@ -135,10 +134,7 @@ def render(
     if sized is None or cluster not in kube:
         what = "is not a cluster of this site" if sized is None else f"is scheduled by {sized.scheduler}"
         raise reject(source, [f"cluster: {cluster!r} {what}; allowed: {', '.join(kube) or '(no Kubernetes cluster)'}"])
-    try:
-        platform = build_platform(site, sized)
-    except SiteError as exc:
-        raise reject(source, exc.lines()) from None
+    platform = build_platform(site, sized)  # validate_site (in load_stack) ran every rule: this cannot reject
     folder = out_dir or Path("rendered") / stack / cluster
     if folder.exists() and not folder.is_dir():
         raise reject(str(folder), ["--out: is not a folder; allowed: a folder to write the rendered files to"])

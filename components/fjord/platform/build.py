@@ -27,7 +27,6 @@ from fjord.platform.charts import (
 )
 from fjord.sizing.site import ClusterSize
 from fjord.sizing.storage import tier_offers
-from fjord.spec.errors import Problem, SiteError
 from fjord.spec.models import AirGap, Cluster, Site
 from fjord.spec.ownership import host_vars, operator_manages
 
@@ -205,18 +204,8 @@ def gpu_operator_values(site: Site, cluster: Cluster, nodes: int, air_gap: AirGa
         },
     }
     if manages["driver"]:
+        # Validation (the Site model) rejects an operator-owned driver of a branch with no pinned release.
         branch = site.software.driver_branch
-        if branch not in DRIVER_RELEASES:
-            raise SiteError(
-                [
-                    Problem(
-                        "software.driver_branch",
-                        branch,
-                        f"cluster {cluster.name!r} has an operator-owned driver and fjord pins no release of this"
-                        f" branch; allowed: {', '.join(str(b) for b in DRIVER_RELEASES)}",
-                    )
-                ]
-            )
         values["driver"] |= {
             "version": DRIVER_RELEASES[branch],
             # GPUDirect RDMA (nvidia-peermem) against the DOCA-OFED driver the Network Operator deploys.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fjord.spec.catalog import OPERATOR_DRIVER_RELEASES
 from fjord.spec.models import AirGap
 
 NVIDIA_HELM = "https://helm.ngc.nvidia.com/nvidia"
@@ -33,8 +34,9 @@ DOCA_DRIVER_VERSION = "doca3.1.0-25.07-0.9.7.0-0"
 """The DOCA-OFED driver container the Network Operator 25.7.0 release ships with."""
 KUEUE_IMAGE = "registry.k8s.io/kueue/kueue"
 
-DRIVER_RELEASES: dict[int, str] = {570: "570.86.15", 580: "580.65.06"}
-"""A datacenter driver release per branch, for clusters whose GPU Operator owns the driver."""
+DRIVER_RELEASES = OPERATOR_DRIVER_RELEASES
+"""A datacenter driver release per branch, for clusters whose GPU Operator owns the driver (in the catalog, where
+validation checks a site against it)."""
 
 
 def chart_source(chart: ChartRef, air_gap: AirGap | None) -> tuple[str, str | None]:

@@ -19,6 +19,7 @@ from fjord.sizing.fabric import (
 )
 from fjord.sizing.ipam import Allocator, Subnet
 from fjord.spec.errors import Problem, SiteError
+from fjord.spec.load import load_site
 from fjord.spec.models import Cluster, Site
 
 DNS_LABEL_MAX = 63
@@ -376,6 +377,20 @@ def _quota_problems(site: Site, gpus: dict[str, int]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def validate_site(raw: Any, source: str = "") -> tuple[Site, SiteSize]:
+    """Every rule fjord has, in one call: the model's checks (`load_site`), then sizing's (`size_site`).
+
+    `fjord validate`, `size`, `render`, the plan and the program under `pulumi up` all run exactly this before
+    they do anything else, so a site one of them rejects is rejected by all (tests/test_validate_plan_agree.py).
+    Raises SiteError, its source set to `source`.
+    """
+    site = load_site(raw, source)
+    try:
+        return site, size_site(site)
+    except SiteError as exc:
+        raise SiteError(exc.problems, source) from None
 
 
 def size_site(site: Site) -> SiteSize:

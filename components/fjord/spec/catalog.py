@@ -196,3 +196,8 @@ CUDA_MIN_DRIVER_BRANCH: dict[str, int] = {
     "12.9": 575,
     "13.0": 580,
 }
+
+OPERATOR_DRIVER_RELEASES: dict[int, str] = {570: "570.86.15", 580: "580.65.06"}
+"""The datacenter driver release fjord pins per branch for clusters whose GPU Operator owns the driver (the
+GPU Operator's driver container is published per release: NVIDIA GPU Operator component matrix). A site
+whose operator-owned driver is of any other branch is rejected by validation (`Site`), not by the platform."""

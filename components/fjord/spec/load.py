@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ from fjord.spec.errors import (
     SECRET_SHOWN,
     Problem,
     SiteError,
+    join_path,
     problems_from_validation,
     redact,
 )
@@ -91,9 +93,129 @@ class DuplicateKey(yaml.YAMLError):
         super().__init__(f"key {key!r} on line {line} is already set on line {first}")
 
 
+MAX_VALUES = 1_000_000
+"""Most values (mappings, lists, scalars, map keys included) a site or stack file may hold, YAML aliases expanded:
+far above any real site (narvik's stack holds a few hundred), far below what would take a command minutes."""
+MAX_TEXT = 64 * 1024 * 1024
+"""Most characters of scalar text a site or stack file may hold, YAML aliases expanded."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists (a site nests about six deep)."""
+MAX_FILE_BYTES = 16 * 1024 * 1024
+"""Largest stack file read (narvik's is a few kilobytes)."""
+LIMITS = f"allowed: at most {MAX_VALUES:,} values, {MAX_TEXT // 2**20} MiB of text, {MAX_DEPTH} levels deep"
+
+
+class TooLarge(yaml.YAMLError):
+    """A document that is, or through YAML aliases expands to, more than fjord reads; `path`: where the limit was
+    crossed, as keys and list indices from the root."""
+
+    def __init__(self, what: str, path: tuple[str | int, ...] = ()) -> None:
+        self.what = what
+        self.path = path
+        super().__init__(what)
+
+    def field(self, *head: str | int) -> str:
+        """The path as a problem names a field (`region`, `clusters[2].name`), the list indices at its end dropped:
+        the field whose value is too large."""
+        path = list(self.path)
+        while path and isinstance(path[-1], int):
+            path.pop()
+        return join_path(*head, *path)
+
+
+Children = Callable[[Any], list[tuple[str | int, Any]]]
+
+
+def _measure(root: Any, children: Children, text: Callable[[Any], int], expanded: str) -> None:
+    """Raise TooLarge when `root`, every shared part counted as often as it is referred to (a YAML alias is the same
+    node as its anchor), holds more than MAX_VALUES values, MAX_TEXT characters or MAX_DEPTH levels, or contains
+    itself. Linear in the distinct parts: each one's expanded size is computed once, however often it is referred
+    to; iterative, so deep input cannot exhaust Python's recursion limit here."""
+    sizes: dict[int, tuple[int, int, int]] = {}
+    busy: set[int] = set()
+    parent: dict[int, tuple[int, str | int]] = {}
+
+    def too_large(what: str, key: int) -> TooLarge:
+        path: list[str | int] = []
+        while key in parent:
+            key, label = parent[key]
+            path.append(label)
+        return TooLarge(what, tuple(reversed(path)))
+
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        parts = children(node)
+        if not done:
+            if key in busy:
+                raise too_large("holds a value that contains itself (a YAML alias inside its own anchor)", key)
+            busy.add(key)
+            stack.append((node, True))
+            for label, child in parts:
+                if id(child) not in sizes:
+                    parent.setdefault(id(child), (key, label))
+                    stack.append((child, False))
+            continue
+        if any(id(c) not in sizes for _, c in parts):
+            raise too_large("holds a value that contains itself (a YAML alias inside its own anchor)", key)
+        values = 1 + sum(sizes[id(c)][0] for _, c in parts)
+        chars = text(node) + sum(sizes[id(c)][1] for _, c in parts)
+        depth = 1 + max((sizes[id(c)][2] for _, c in parts), default=0)
+        busy.discard(key)
+        if values > MAX_VALUES:
+            raise too_large(f"holds more than {MAX_VALUES:,} values{expanded}", key)
+        if chars > MAX_TEXT:
+            raise too_large(f"holds more than {MAX_TEXT // 2**20} MiB of text{expanded}", key)
+        if depth > MAX_DEPTH:
+            raise too_large(f"nests mappings and lists more than {MAX_DEPTH} deep", key)
+        sizes[key] = (values, chars, depth)
+
+
+def _node_children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
+    if isinstance(node, yaml.MappingNode):
+        return [(str(k.value) if isinstance(k, yaml.ScalarNode) else "?", n) for k, v in node.value for n in (k, v)]
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    return []
+
+
+def _node_text(node: yaml.Node) -> int:
+    return len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+
+
+def _data_children(value: Any) -> list[tuple[str | int, Any]]:
+    if isinstance(value, dict):
+        return [(str(k), x) for k, v in value.items() for x in (k, v)]
+    if isinstance(value, list | tuple):
+        return list(enumerate(value))
+    return []
+
+
+def _data_text(value: Any) -> int:
+    return len(value) if isinstance(value, str) else 0
+
+
+def bounded(raw: Any) -> None:
+    """Raise TooLarge when `raw` (a site as data: parsed from JSON under `pulumi up`, or built by a caller) holds more
+    than MAX_VALUES values, MAX_TEXT characters of text or MAX_DEPTH levels, a shared value counted once per
+    reference, as every later step (validation, serialisation) would walk it."""
+    _measure(raw, _data_children, _data_text, "")
+
+
 class UniqueKeyLoader(_BASE_LOADER):  # type: ignore[misc,valid-type]
     """PyYAML's safe loader (on libyaml where PyYAML has it, several times faster than the pure-Python one) that
-    refuses a key given twice in one mapping, where YAML loaders silently keep the last value."""
+    refuses a key given twice in one mapping, where YAML loaders silently keep the last value, and a document
+    that YAML aliases blow up (a "billion laughs" file of a few lines) before building it (`_measure`)."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _measure(node, _node_children, _node_text, " once YAML aliases are expanded")
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -160,8 +282,14 @@ def read_stack(stack: str, directory: Path | None = None) -> StackConfig:
             return StackConfig(stack, None, default_site(), embedded_default=True)
         known = ", ".join(list_stacks(folder)) or "(none)"
         raise SiteError([Problem("stack", stack, f"no file {path}; allowed stacks: {known}")])
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        problem = f"is {size:,} bytes; allowed: a stack file of at most {MAX_FILE_BYTES // 2**20} MiB"
+        raise SiteError([Problem("", str(path), problem)], str(path))
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+    except TooLarge as exc:
+        raise SiteError([Problem(exc.field(), str(path), f"{exc.what}; {LIMITS}")], str(path)) from None
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         problem = f"is not UTF-8 text (line {line}: byte 0x{exc.object[exc.start]:02x}); allowed: a UTF-8 file"
@@ -243,6 +371,17 @@ def parse_stack_doc(stack: str, doc: Any, path: Path | None = None) -> StackConf
     return StackConfig(stack, path, site, embedded, config, tuple(secrets))
 
 
+def _at(raw: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at `path` (as TooLarge gives it: dict keys as text), up to the last key (the field's value)."""
+    value = raw
+    for label in path:
+        if isinstance(value, dict):
+            value = next((v for k, v in value.items() if str(k) == label), None)
+        elif isinstance(label, int) and isinstance(value, list | tuple):
+            return value
+    return value
+
+
 def load_site(raw: Any, source: str = "") -> Site:
     """Validate a raw site description; raise SiteError naming every bad field, or return the Site.
 
@@ -254,6 +393,10 @@ def load_site(raw: Any, source: str = "") -> Site:
 
     if not isinstance(raw, dict):
         raise SiteError([Problem("", type(raw).__name__, "a site must be a mapping")], source)
+    try:
+        bounded(raw)
+    except TooLarge as exc:
+        raise SiteError([Problem(exc.field(), redact(_at(raw, exc.path)), f"{exc.what}; {LIMITS}")], source) from None
     try:
         return Site.model_validate(raw)
     except ValidationError as exc:

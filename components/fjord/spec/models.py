@@ -26,7 +26,14 @@ from pydantic import (
     model_validator,
 )
 
-from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH, GPU_CATALOG, SWITCH_CATALOG, GpuSku, SwitchModel
+from fjord.spec.catalog import (
+    CUDA_MIN_DRIVER_BRANCH,
+    GPU_CATALOG,
+    OPERATOR_DRIVER_RELEASES,
+    SWITCH_CATALOG,
+    GpuSku,
+    SwitchModel,
+)
 from fjord.spec.errors import HIDDEN, Problem, SpecProblems
 
 
@@ -888,6 +895,18 @@ class Site(_Spec):
                         f"clusters[{i}].compute_fabric",
                         c.compute_fabric,
                         f"is not a compute fabric of this site; allowed: {', '.join(compute) or '(none defined)'}",
+                    )
+                )
+            branch = self.software.driver_branch
+            operator = c.scheduler == "kubernetes" and c.gpu_stack.driver == "operator"
+            if operator and branch not in OPERATOR_DRIVER_RELEASES:
+                problems.append(
+                    Problem(
+                        "software.driver_branch",
+                        branch,
+                        f"cluster {c.name!r} has an operator-owned driver (clusters[{i}].gpu_stack.driver) and fjord"
+                        " pins no GPU Operator driver release of this branch;"
+                        f" allowed: {', '.join(str(b) for b in OPERATOR_DRIVER_RELEASES)}, or gpu_stack.driver 'host'",
                     )
                 )
             if c.gpu.min_driver_branch > self.software.driver_branch:
