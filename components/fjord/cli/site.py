@@ -12,15 +12,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 import yaml
 
 from fjord.cli.common import StacksDir, labelled, out, plain, reject
-
-if TYPE_CHECKING:
-    from fjord.spec.models import Site
 
 app: typer.Typer = typer.Typer(help="Sites: start a new one from a few answers.", no_args_is_help=True)
 
@@ -234,7 +231,7 @@ def new(
     stacks_dir_: StacksDir = None,
 ) -> None:
     """Write stacks/Pulumi.<name>.yaml for a new site, validated and sized at once, then show its size."""
-    from fjord.sizing.site import size_site
+    from fjord.sizing.site import validate_site
     from fjord.spec.catalog import GPU_CATALOG
     from fjord.spec.errors import SiteError
     from fjord.spec.load import load_site, read_stack, stack_path, stacks_dir
@@ -292,8 +289,7 @@ def new(
         s3_endpoint or None,
     )
     try:
-        site: Site = load_site(raw, f"new site {name}")
-        sized = size_site(site)
+        site, sized = validate_site(raw, f"new site {name}")
     except SiteError as exc:
         raise reject(exc.source or f"new site {name}", [*exc.lines(), f"nothing written to {path}"]) from None
     summary = f"{sized.gpus:,} GPUs, {sized.nodes:,} nodes, {sized.power.facility_kw / 1000:,.2f} of {grid_mw:g} MW"
