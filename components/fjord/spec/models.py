@@ -48,7 +48,8 @@ def _matching(regex: str, allowed: str) -> BeforeValidator:
             raise ValueError(f"invalid value; allowed: {allowed}")
         return value
 
-    return BeforeValidator(check)
+    # Editors validating a stack file with `fjord schema` see the same rule as a pattern.
+    return BeforeValidator(check, json_schema_input_type=Annotated[str, Field(pattern=f"^(?:{regex})$")])
 
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
