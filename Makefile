@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev plan lint test bench clean
+.PHONY: install dev plan lint test bench docs clean
 
 $(BIN)/fjord: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,12 @@ plan: install
 	$(BIN)/fjord plan
 
 lint: install
-	$(BIN)/ruff check components tests bench
-	$(BIN)/ruff format --check components tests bench
+	$(BIN)/ruff check components tests bench tools
+	$(BIN)/ruff format --check components tests bench tools
 	$(BIN)/mypy
-	$(BIN)/mypy --strict bench
+	$(BIN)/mypy --strict bench tools
 	$(BIN)/lint-imports
-	$(BIN)/yamllint --strict stacks Pulumi.yaml components/fjord/spec/default_site.yaml
+	$(BIN)/yamllint --strict stacks Pulumi.yaml mkdocs.yml components/fjord/spec/default_site.yaml
 	$(BIN)/yamllint --strict playbooks .ansible-lint
 	$(BIN)/ansible-lint --profile production --offline playbooks
 
@@ -43,5 +43,9 @@ bench: install
 	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/bmc_status.py
 
+## docs: the documentation site (MkDocs, Material theme) into site/; references generated from the code
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf site $(VENV) .mypy_cache .ruff_cache .pytest_cache

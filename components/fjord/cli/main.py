@@ -6,6 +6,7 @@ Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stde
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -176,9 +177,31 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 
 @app.command()
-def size(stack: StackArg, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
+def size(
+    stack: StackArg,
+    stacks_dir_: StacksDir = None,
+    as_json: JsonFlag = False,
+    svg: Annotated[
+        Path | None,
+        typer.Option(
+            "--svg",
+            help="Also draw each hall's rack map and its power against capacity into this SVG file.",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
     """Capacity report: nodes, racks, switches, cables, addresses, power and headroom."""
     site, sized, _ = load_stack(stack, stacks_dir_)
+    if svg is not None:
+        from fjord.cli.rackmap import render_svg
+
+        try:
+            svg.write_text(render_svg(site, sized), encoding="utf-8")
+        except OSError as exc:
+            raise reject(
+                str(svg), [f"--svg: cannot write the file ({exc.strerror}); allowed: a writable file path"]
+            ) from None
+        err.print(plain(f"rack map written to {svg}"))
     if as_json:
         write_json(size_report(site, sized))
         return
@@ -325,6 +348,18 @@ def plan(
         for stack, report in failed:
             policy_errors(stack, report)
         raise typer.Exit(EXIT_POLICY)
+
+
+@app.command()
+def schema(
+    site_only: Annotated[
+        bool, typer.Option("--site", help="Only the site description (`fjord:site`), not the whole stack file.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of a stack file, for editors to validate and complete `stacks/Pulumi.<stack>.yaml`."""
+    from fjord.spec.schema import site_schema, stack_schema
+
+    write_json(site_schema() if site_only else stack_schema())
 
 
 @app.command("stacks")
