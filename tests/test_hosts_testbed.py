@@ -253,7 +253,7 @@ def test_host_config_resource_records_failures_and_reruns_them(bed: Bed, monkeyp
     rid, outs = str(created.id), dict(created.outs or {})
     assert (outs["failed_hosts"], outs["unreachable_hosts"]) == ([], [])
     assert (outs["hosts_run"], outs["changed"]) == (4, 0)
-    assert "inventory" not in outs  # the state keeps the digest, not the hosts a second time
+    assert outs["inventory"] == props["inventory"]  # refresh (read) runs the check-mode play against it
     assert provider.diff(rid, outs, props).changes is False
     down = bed.host(2)
     bed.bed.stop(down)

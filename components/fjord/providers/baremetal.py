@@ -109,6 +109,8 @@ def node_changes(olds: Mapping[str, Any], news: Mapping[str, Any]) -> dict[str, 
                 reasons.append(f"failed last time: {failed[node]}")
             elif node not in state:
                 reasons.append("not converged yet")
+            elif news.get("power") and _power_drift(state[node], str(news["power"])):
+                reasons.append(f"power is {state[node].get('power')}, want {news['power']}")
             reasons += [f"{k} changed" for k in settings]
         if reasons:
             changes[node] = reasons
@@ -116,6 +118,60 @@ def node_changes(olds: Mapping[str, Any], news: Mapping[str, Any]) -> dict[str, 
         if node not in new_nodes:
             changes[node] = ["removed from the unit"]
     return changes
+
+
+def _power_drift(record: Mapping[str, Any], want: str) -> bool:
+    """True when a node's record (as the last up or refresh read it) shows another power state than `want`."""
+    power = record.get("power")
+    return power is not None and str(power).lower() != want
+
+
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "power": ("on", "off"),
+    "boot": tuple(BOOT_TARGET),
+    "on_delete": ("leave", "power-off"),
+}
+POSITIVE = ("timeout_s", "power_timeout_s", "concurrency")
+NON_NEGATIVE = ("retries", "backoff_s")
+
+
+def check_inputs(news: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The problems with a unit's inputs as (property, message): each names the value and what is allowed.
+    The password's value is never part of a message."""
+    problems: list[tuple[str, str]] = []
+    if not news.get(PASSWORD):
+        problems.append((PASSWORD, "no BMC password: set it with `pulumi config set --secret fjord:bmcPassword`"))
+    unit = news.get("unit")
+    if not isinstance(unit, str) or not unit:
+        problems.append(("unit", f"is {unit!r}; allowed: the scalable unit's name"))
+    nodes = news.get("nodes")
+    if not isinstance(nodes, Mapping) or not nodes:
+        problems.append(("nodes", "a scalable unit without nodes; allowed: node name -> BMC URL, at least one"))
+    else:
+        for node, url in nodes.items():
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                problems.append((f"nodes.{node}", f"is {url!r}; allowed: an http(s) URL of the node's BMC"))
+    for key, allowed in ALLOWED.items():
+        if news.get(key) not in allowed:
+            problems.append((key, f"is {news.get(key)!r}; allowed: {', '.join(allowed)}"))
+    if news.get("boot") == "virtual-media" and not news.get("image_url"):
+        problems.append(("image_url", "is not set; allowed: an http(s) URL of an OS image when boot is virtual-media"))
+    for key in (*POSITIVE, *NON_NEGATIVE):
+        value = news.get(key)
+        positive = key in POSITIVE
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if number is None or number < 0 or (positive and number == 0):
+            bound = "> 0" if positive else ">= 0"
+            problems.append((key, f"is {value!r}; allowed: a number {bound}"))
+    if not isinstance(news.get("username"), str) or not news.get("username"):
+        problems.append(("username", f"is {news.get('username')!r}; allowed: the BMC user's name"))
+    return problems
+
+
+def read_node(node: RedfishNode) -> dict[str, Any]:
+    """What a node's BMC has now, as the fields of its record that `refresh` updates."""
+    info = node.info()
+    return {"power": info.power, "boot": info.boot_target, "system_id": info.system_id, "macs": list(info.macs)}
 
 
 def converge(node: RedfishNode, want: Desired) -> dict[str, Any]:
@@ -189,16 +245,8 @@ class BareMetalProvider(dyn.ResourceProvider):
     serialize_as_secret_always = False
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
-        failures = []
-        if not news.get(PASSWORD):
-            failures.append(
-                dyn.CheckFailure(
-                    PASSWORD, "no BMC password: set it with `pulumi config set --secret fjord:bmcPassword`"
-                )
-            )
-        if not news.get("nodes"):
-            failures.append(dyn.CheckFailure("nodes", "a scalable unit without nodes"))
-        return dyn.CheckResult(news, failures)
+        """Reject inputs the unit cannot be converged with, one failure per property (see `check_inputs`)."""
+        return dyn.CheckResult(news, [dyn.CheckFailure(k, m) for k, m in check_inputs(news)])
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
         outs = self.apply(props, {}, list(props["nodes"]))
@@ -220,6 +268,35 @@ class BareMetalProvider(dyn.ResourceProvider):
             self.power_off({**olds, "nodes": {n: olds["nodes"][n] for n in removed}})
         todo = [n for n in news["nodes"] if n in changes]
         return dyn.UpdateResult(outs=self.apply(news, olds, todo))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        """Refresh: what each node's BMC has now (power, boot override) replaces the power and boot of the
+        node's record, so a node powered off behind fjord's back shows as a change and the next `up`
+        converges exactly that node. A BMC that does not answer is recorded in `failed` (retried by the next
+        `up`); the refresh itself does not fail. The BMCs are only read, never changed."""
+        from fjord.adapters.redfish import run_bulk
+
+        nodes: Mapping[str, str] = props.get("nodes") or {}
+        if not nodes:
+            return dyn.ReadResult(id_, props)
+        creds, options = _access(props)
+        outcomes = run_bulk(_targets(props), creds, options, read_node)
+        state = dict(props.get("state") or {})
+        failed = dict(props.get("failed") or {})
+        for name, outcome in outcomes.items():
+            if outcome.error is None and outcome.value is not None:
+                if name in state:
+                    state[name] = {**state[name], **outcome.value}
+            else:
+                error = outcome.error
+                failed[name] = f"{error.kind}: {error.message} (refresh)" if error else "no answer (refresh)"
+        order = list(nodes)
+        outs = {
+            **props,
+            "state": {n: state[n] for n in order if n in state},
+            "failed": {n: failed[n] for n in order if n in failed},
+        }
+        return dyn.ReadResult(id_, outs)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if props.get("on_delete") == "power-off":

@@ -39,13 +39,76 @@ def playbooks_digest(folder: Path | None = None) -> str:
     return h.hexdigest()
 
 
+RETRY = ("failed_hosts", "unreachable_hosts", "drifted_hosts")
+"""Outputs listing hosts the next update reruns the playbook on (failed, unreachable, or drifted at refresh)."""
+
+
+def check_inputs(news: dict[str, Any], playbooks: Path | None = None) -> list[tuple[str, str]]:
+    """The problems with a HostConfig's inputs as (property, message), each naming the value and what is allowed."""
+    problems: list[tuple[str, str]] = []
+    for key in ("site", "group"):
+        if not isinstance(news.get(key), str) or not news.get(key):
+            problems.append((key, f"is {news.get(key)!r}; allowed: a non-empty name"))
+    playbook = news.get("playbook")
+    root = playbooks or default_playbooks_dir()
+    if not isinstance(playbook, str) or not playbook.endswith((".yml", ".yaml")) or not (root / playbook).is_file():
+        known = ", ".join(sorted(p.name for p in root.glob("*.yml"))) or "(none)"
+        problems.append(("playbook", f"is {playbook!r}; allowed: a playbook in {root}: {known}"))
+    inventory = news.get("inventory")
+    if isinstance(inventory, str):
+        try:
+            doc = json.loads(inventory)
+        except json.JSONDecodeError as exc:
+            problems.append(("inventory", f"is not JSON ({exc.msg}); allowed: an inventory document"))
+        else:
+            if not isinstance(doc, dict) or not doc:
+                problems.append(("inventory", "is empty; allowed: an inventory document with the group's hosts"))
+            elif news.get("inventory_digest") not in (None, json_digest(inventory)):
+                problems.append(("inventory_digest", "does not match the inventory; allowed: json_digest(inventory)"))
+    elif inventory is not None:  # unknown during a preview is fine; anything else is not
+        problems.append(("inventory", f"is a {type(inventory).__name__}; allowed: the inventory as a JSON string"))
+    return problems
+
+
 class HostConfigProvider(dyn.ResourceProvider):
-    """Runs the playbook on create and update; diff compares versions and digests."""
+    """Runs the playbook on create and update; diff compares versions and digests; read (refresh) runs it in
+    check mode to find the hosts that drifted."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        return dyn.CheckResult(news, [dyn.CheckFailure(k, m) for k, m in check_inputs(news)])
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        """Refresh: run the playbook in check mode (`--check`, nothing changes on the hosts); a host on which a
+        task would change something has drifted (a file edited behind fjord's back) and is listed in
+        `drifted_hosts`, so the next `up` reruns the playbook on exactly those hosts. Without the inventory
+        (state written before it was kept) the record is returned as it is."""
+        from fjord.adapters.ansible import AnsibleSettings, run_playbook
+
+        if not isinstance(props.get("inventory"), str):
+            return dyn.ReadResult(id_, props)
+        result = run_playbook(
+            props["playbook"],
+            json.loads(props["inventory"]),
+            site=props["site"],
+            check=True,
+            settings=AnsibleSettings(),
+        )
+        if result.crashed:
+            raise RuntimeError(f"{props['playbook']} on {props['group']}: check mode crashed: {result.error}")
+        drifted = sorted(h for h, r in result.hosts.items() if r.status == "changed")
+        return dyn.ReadResult(
+            id_,
+            props
+            | {
+                "drifted_hosts": drifted,
+                "unreachable_hosts": sorted(set(props.get("unreachable_hosts") or []) | set(result.unreachable_hosts)),
+            },
+        )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         changed = [k for k in TRIGGERS if olds.get(k) != news.get(k)]
-        if olds.get("failed_hosts") or olds.get("unreachable_hosts"):
-            changed.append("failed_hosts")  # the last run left hosts behind: run again
+        if any(olds.get(k) for k in RETRY):
+            changed.append("failed_hosts")  # the last run or refresh left hosts behind: run again
         return dyn.DiffResult(
             changes=bool(changed), replaces=[], stables=["site", "group"], delete_before_replace=False
         )
@@ -54,7 +117,7 @@ class HostConfigProvider(dyn.ResourceProvider):
         return dyn.CreateResult(id_=f"{props['site']}/{props['group']}", outs=self._run(props, ()))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        retry: list[str] = [*(olds.get("failed_hosts") or []), *(olds.get("unreachable_hosts") or [])]
+        retry: list[str] = sorted({h for k in RETRY for h in olds.get(k) or []})
         same = all(olds.get(k) == news.get(k) for k in TRIGGERS)
         return dyn.UpdateResult(outs=self._run(news, retry if same else ()))
 
@@ -79,8 +142,9 @@ class HostConfigProvider(dyn.ResourceProvider):
                 for h in bad
             )
             raise RuntimeError(f"{where}: no host succeeded: {details}")
-        outs = {k: v for k, v in props.items() if k != "inventory"}
-        return outs | {
+        # The inventory stays in the outputs: refresh (`read`) runs the check against it.
+        return props | {
+            "drifted_hosts": [],
             "failed_hosts": result.failed_hosts,
             "unreachable_hosts": result.unreachable_hosts,
             "hosts_run": len(result.hosts),
@@ -124,6 +188,7 @@ class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
             "playbooks_digest": args.playbooks_digest,
             "failed_hosts": None,
             "unreachable_hosts": None,
+            "drifted_hosts": None,
             "hosts_run": None,
             "changed": None,
         }
