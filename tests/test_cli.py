@@ -152,6 +152,7 @@ def test_plan_bad_site_exit_code(tmp_path: Path) -> None:
 def test_plan_over_budget_exit_code(tmp_path: Path) -> None:
     """A stack past 2,000 resources fails the plan: 2,048 scalable units of one node each."""
     site = stack_site("uk")
+    site["clusters"][0].pop("slurm")  # its controllers are nodes of h200, which the copies below are not
     site["clusters"] = [dict(site["clusters"][0], name="wide", scalable_units=None, gpus=8)]
     site["clusters"] = [dict(site["clusters"][0], name=f"c{i:04d}", compute_fabric="ndr") for i in range(2000)]
     site["halls"][0].update(rack_positions=20000)

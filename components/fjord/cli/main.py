@@ -70,6 +70,8 @@ def validate(stack: StackArg, stacks_dir_: StacksDir = None) -> None:
 
 def size_report(site: Site, size: SiteSize) -> dict[str, Any]:
     """The capacity report as data: what `fjord size --json` prints."""
+    from fjord.hosts.slurm import slurm_clusters  # pure and small; only `size` needs it
+
     return {
         "site": site.name,
         "totals": size.totals(),
@@ -130,6 +132,7 @@ def size_report(site: Site, size: SiteSize) -> dict[str, Any]:
             }
             for p in size.pools
         ],
+        "slurm": [c.summary() for c in slurm_clusters(site, size)],
         "power": {
             "compute": round(size.power.compute_kw, 1),
             "network_kw": round(size.power.network_kw, 1),
@@ -163,6 +166,7 @@ HEADERS = {
     "headroom_kw": "headroom",
     "gpus": "GPUs",
     "pue": "PUE",
+    "nodes_per_block": "nodes/block",
 }
 
 
@@ -228,6 +232,9 @@ def show_size(site: Site, sized: SiteSize) -> None:
         ("IP plan", "ip_plan"),
     ):
         out.print(_table(title, report[key]))
+    if report["slurm"]:
+        shown = ("cluster", "partition", "nodes", "controllers", "topology", "blocks", "nodes_per_block", "switches")
+        out.print(_table("Slurm", [{k: row[k] for k in shown} for row in report["slurm"]]))
     out.print(_table("Power (kW)", [report["power"]]))
 
 

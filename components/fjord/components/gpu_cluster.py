@@ -145,7 +145,7 @@ class GpuCluster(pulumi.ComponentResource):
             self.units.append(ScalableUnit(f"{name}-su{u.index:03d}", unit_args, child))
             if args.hosts is not None:
                 # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook.
-                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes)
+                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c)
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform), child) if args.platform is not None else None
         )
@@ -168,7 +168,12 @@ class GpuCluster(pulumi.ComponentResource):
 
 
 def _host_config(
-    name: str, hosts: HostsArgs, unit: ScalableUnitSize, parent: pulumi.Resource, nodes: Sequence[Node]
+    name: str,
+    hosts: HostsArgs,
+    unit: ScalableUnitSize,
+    parent: pulumi.Resource,
+    nodes: Sequence[Node],
+    sized: ClusterSize,
 ) -> HostConfig:
     spec, sw = hosts.site, hosts.site.software
     cluster = spec.cluster(unit.cluster)
@@ -184,7 +189,7 @@ def _host_config(
     args = HostConfigArgs(
         site=spec.name,
         group=unit_group(unit),
-        inventory=unit_inventory(spec, unit, nodes=nodes),
+        inventory=unit_inventory(spec, unit, nodes=nodes, cluster=sized),
         versions=versions,
         playbook=hosts.playbook,
         playbooks_digest=hosts.playbooks_digest,

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fjord.sizing.site import Node, ScalableUnitSize, SiteSize
+from fjord.hosts.slurm import slurm_cluster
+from fjord.sizing.site import ClusterSize, Node, ScalableUnitSize, SiteSize, size_site
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH
 from fjord.spec.models import Cluster, Site
 from fjord.spec.ownership import host_vars
@@ -240,7 +241,7 @@ def build_inventory(
     wanted = {w for w in only if w}
     _check_targets(site, size, wanted)
     site_group = group_name("site", site.name)
-    doc = _Doc(site, host_vars or {})
+    doc = _Doc(site, host_vars or {}, {c.name: c for c in size.clusters})
     for c in size.clusters:
         cg, hg = group_name("cluster", c.name), group_name("hall", c.hall)
         for u in c.units:
@@ -259,10 +260,12 @@ def unit_inventory(
     unit: ScalableUnitSize,
     host_vars: Mapping[str, Mapping[str, Any]] | None = None,
     nodes: Sequence[Node] | None = None,
+    cluster: ClusterSize | None = None,
 ) -> Inventory:
     """The inventory of one scalable unit (what its host configuration resource runs on); `nodes` are the
-    unit's nodes when the caller has them already."""
-    doc = _Doc(site, host_vars or {})
+    unit's nodes when the caller has them already, `cluster` the sized cluster (a Slurm cluster's variables
+    describe all of it; without it the site is sized again)."""
+    doc = _Doc(site, host_vars or {}, {cluster.name: cluster} if cluster else None)
     doc.add_unit(unit, nodes=nodes)
     return doc.inventory()
 
@@ -270,8 +273,11 @@ def unit_inventory(
 class _Doc:
     """An inventory document being built unit by unit."""
 
-    def __init__(self, site: Site, host_vars: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self, site: Site, host_vars: Mapping[str, Mapping[str, Any]], sized: dict[str, ClusterSize] | None = None
+    ) -> None:
         self.site = site
+        self.sized = dict(sized or {})
         self.extra = host_vars
         self.specs = {c.name: c for c in site.clusters}
         self.children: dict[str, Any] = {}
@@ -301,11 +307,20 @@ class _Doc:
         if not unit_hosts:
             return
         if cg not in children:
-            children[cg] = {"vars": cluster_vars(self.site, cluster), "children": {}}
+            children[cg] = {"vars": self.cluster_vars(cluster), "children": {}}
             children.setdefault(hg, {"vars": {"fjord_hall": cluster.hall}, "children": {}})["children"][cg] = None
             self.site_children[hg] = None
         children[cg]["children"][ug] = None
         children[ug] = {"vars": {"fjord_scalable_unit": u.index}, "hosts": unit_hosts}
+
+    def cluster_vars(self, cluster: Cluster) -> dict[str, Any]:
+        """The cluster group's variables; a Slurm cluster's add its slurm_* variables (fjord.hosts.slurm)."""
+        variables = cluster_vars(self.site, cluster)
+        if cluster.scheduler == "slurm":
+            if cluster.name not in self.sized:
+                self.sized.update({c.name: c for c in size_site(self.site).clusters})
+            variables.update(slurm_cluster(self.site, self.sized[cluster.name]).inventory_vars())
+        return variables
 
     def inventory(self) -> Inventory:
         children = dict(self.children)

@@ -107,6 +107,22 @@ class ScalableUnitSize:
     def first_node(self) -> str:
         return host_name(self.host_prefix, self.index, 0)
 
+    def node_name(self, j: int) -> str:
+        """The name of the unit's node `j` (0-based)."""
+        return host_name(self.host_prefix, self.index, j)
+
+    def rack_runs(self) -> list[tuple[str, int, int]]:
+        """The unit's nodes rack by rack, without formatting an address: (rack, first node j, last node j)."""
+        per_rack, first, count = self.nodes_per_rack, self.first_slot, self.node_count
+        runs: list[tuple[str, int, int]] = []
+        j = 0
+        while j < count:
+            slot = first + j
+            last = min(count - 1, j + per_rack - 1 - slot % per_rack)
+            runs.append((f"{self.hall}-r{self.first_rack + slot // per_rack + 1:04d}", j, last))
+            j = last + 1
+        return runs
+
     def nodes(self) -> list[Node]:
         per_rack, first_rack, first, count = self.nodes_per_rack, self.first_rack, self.first_slot, self.node_count
         # Column by column: each interface's addresses in one bulk call (Subnet.hosts), zipped per node.
@@ -393,6 +409,39 @@ def validate_site(raw: Any, source: str = "") -> tuple[Site, SiteSize]:
         raise SiteError(exc.problems, source) from None
 
 
+def cluster_node(cluster: ClusterSize, name: str) -> bool:
+    """Whether `name` is a node of the sized cluster (`<site>-<cluster>-suNNN-nNNN`), without listing its nodes."""
+    for unit in cluster.units:
+        prefix = unit.node_name(0)[:-3]
+        if name.startswith(prefix) and name[len(prefix) :].isdigit() and len(name) == len(prefix) + 3:
+            return int(name[-3:]) < unit.node_count
+    return False
+
+
+def _slurm_problems(site: Site, clusters: list[ClusterSize]) -> list[Problem]:
+    """A Slurm cluster's controllers and accounting host must be nodes of that cluster."""
+    sized = {c.name: c for c in clusters}
+    problems: list[Problem] = []
+    for i, cluster in enumerate(site.clusters):
+        size = sized.get(cluster.name)
+        if cluster.slurm is None or size is None:
+            continue
+        first, last = size.units[0].node_name(0), size.units[-1].node_name(size.units[-1].node_count - 1)
+        named = [(f"controllers[{k}]", h) for k, h in enumerate(cluster.slurm.controllers)]
+        if cluster.slurm.accounting_host is not None:
+            named.append(("accounting_host", cluster.slurm.accounting_host))
+        problems += [
+            Problem(
+                f"clusters[{i}].slurm.{path}",
+                host,
+                f"is no node of cluster {cluster.name!r}; allowed: one of its nodes, {first} to {last}",
+            )
+            for path, host in named
+            if not cluster_node(size, host)
+        ]
+    return problems
+
+
 def size_site(site: Site) -> SiteSize:
     """Size the site, or raise SiteError listing every limit it breaks."""
     problems: list[Problem] = []
@@ -522,6 +571,7 @@ def size_site(site: Site) -> SiteSize:
             )
         )
     problems += _quota_problems(site, {c.name: c.gpus for c in clusters})
+    problems += _slurm_problems(site, clusters)
     if problems:
         raise SiteError(problems)
 

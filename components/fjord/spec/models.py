@@ -356,6 +356,62 @@ ACCEPTANCE_CHECKS = (
 """Every check a node's acceptance report can hold, in the order they run."""
 
 
+HostName = Annotated[
+    str,
+    _matching(
+        r"[a-z][a-z0-9-]{0,61}[a-z0-9]",
+        "a node name of this cluster, e.g. uk-h200-su000-n000 (<site>-<cluster>-suNNN-nNNN)",
+    ),
+]
+SlurmRelease = Annotated[str, _matching(r"\d{2}\.\d{2}", "a Slurm major release such as '22.05' or '24.11'")]
+
+
+class Slurm(_Spec):
+    """The Slurm control plane of a cluster whose scheduler is 'slurm'.
+
+    The controllers and the accounting daemon run on nodes of the cluster (fjord's inventory holds only its
+    GPU nodes); default: the cluster's first node runs slurmctld and slurmdbd, with no backup controller.
+    """
+
+    controllers: tuple[HostName, ...] = Field(
+        default=(),
+        max_length=2,
+        description="slurmctld hosts: the primary, then an optional backup (default: the cluster's first node).",
+    )
+    accounting_host: HostName | None = Field(
+        default=None, description="The host of slurmdbd and its MariaDB database (default: the primary controller)."
+    )
+    state_dir: Annotated[str, _matching(r"/[A-Za-z0-9._/-]*", "an absolute path")] = Field(
+        default="/var/spool/slurmctld",
+        description="slurmctld's StateSaveLocation; with a backup controller it must be on storage both share.",
+    )
+    release: SlurmRelease | None = Field(
+        default=None,
+        description="The Slurm major release the site's mirror ships; the roles refuse to configure another"
+        " (default: whatever the mirror has, 23.11 or newer for NVL72 block topology).",
+    )
+    containers: bool = Field(
+        default=True, description="Pyxis and enroot for container jobs, where the site's mirror has their packages."
+    )
+    health_check_interval_s: StrictInt = Field(
+        default=300, ge=0, le=86_400, description="How often slurmd runs fjord's node health check (0: never)."
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Slurm:
+        if len(set(self.controllers)) != len(self.controllers):
+            raise SpecProblems(
+                [
+                    Problem(
+                        "controllers",
+                        list(self.controllers),
+                        "names one host twice; allowed: a primary and a different backup host",
+                    )
+                ]
+            )
+        return self
+
+
 class Cluster(_Spec):
     """A GPU cluster: one SKU, sized in GPUs or in scalable units, owned by one tenant."""
 
@@ -381,6 +437,9 @@ class Cluster(_Spec):
     upgrade: Upgrade = Field(default_factory=Upgrade, description="Rolling upgrade batches and failure budget.")
     acceptance: Acceptance = Field(
         default_factory=Acceptance, description="The checks a node must pass before it enters service."
+    )
+    slurm: Slurm | None = Field(
+        default=None, description="Slurm's controllers and accounting (only with scheduler 'slurm')."
     )
 
     @model_validator(mode="before")
@@ -462,6 +521,15 @@ class Cluster(_Spec):
                 )
                 if owner == "operator"
             ]
+        if self.slurm is not None and self.scheduler != "slurm":
+            problems.append(
+                Problem(
+                    "slurm",
+                    list(self.slurm.controllers),
+                    f"configures Slurm but this cluster's scheduler is {self.scheduler!r};"
+                    " allowed: 'slurm' only with scheduler 'slurm'",
+                )
+            )
         if problems:
             raise SpecProblems(problems)
         return self
@@ -693,7 +761,8 @@ class Software(_Spec):
 
 
 class TenantQuota(_Spec):
-    """GPUs a tenant may use in one Kubernetes cluster (a ResourceQuota on nvidia.com/gpu)."""
+    """GPUs a tenant may use in one cluster: a ResourceQuota on nvidia.com/gpu on Kubernetes, the GrpTRES of the
+    tenant's QOS on Slurm."""
 
     cluster: Name
     gpus: StrictInt = Field(ge=0)
@@ -968,7 +1037,7 @@ class Site(_Spec):
         problems: list[Problem] = []
         tenants = [t.name for t in self.tenants]
         clusters = {c.name: c for c in self.clusters}
-        kube = sorted(n for n, c in clusters.items() if c.scheduler == "kubernetes")
+        named = sorted(clusters)
         for i, c in enumerate(self.clusters):
             if c.tenant not in tenants:
                 problems.append(
@@ -985,13 +1054,13 @@ class Site(_Spec):
                 if q.cluster in seen:
                     problems.append(Problem(path, q.cluster, "has a quota already; one quota per cluster"))
                 seen.add(q.cluster)
-                if q.cluster not in kube:
+                if q.cluster not in named:
                     problems.append(
                         Problem(
                             path,
                             q.cluster,
-                            "GPU quotas apply to Kubernetes clusters of this site;"
-                            f" allowed: {', '.join(kube) or '(none defined)'}",
+                            "is not a cluster of this site (a quota is a ResourceQuota on Kubernetes, a QOS on"
+                            f" Slurm); allowed: {', '.join(named)}",
                         )
                     )
             for dup in _duplicates(t.buckets):
