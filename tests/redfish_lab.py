@@ -7,9 +7,11 @@ leftovers of an interrupted run do not collide. `Emulator.stop()` ends the proce
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import bcrypt
 import requests
@@ -141,36 +143,99 @@ class Emulator:
         return state
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A canned answer the proxy gives instead of forwarding: any status, content type and body (a BMC whose
+    web server answers an HTML error page, plain text, JSON that is no Redfish error, or truncated JSON)."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+HTML_500 = Answer(500, b"<html><body><h1>500 Internal Server Error</h1>nginx</body></html>", "text/html")
+PLAIN_503 = Answer(503, b"Service Unavailable: BMC web server restarting", "text/plain")
+JSON_NOT_REDFISH = Answer(500, b'{"error": "internal failure"}')
+JSON_LIST_500 = Answer(500, b'["oops"]')
+EMPTY_200 = Answer(200, b"")
+
+
 @dataclass
 class Faults:
-    """What the proxy does to requests whose path contains a key of `errors`/`delays` (or '*' for all)."""
+    """What the proxy does to requests whose path contains a key of a table (or '*' for all).
+
+    Per request, in this order: `delays`; a dropped connection (`drops`, `drop_rate`); a canned `answers` entry or an
+    `errors` status (each limited by `error_budget` where set); else the request is forwarded, and its answer
+    may be cut (`truncate`)."""
 
     errors: dict[str, int] = field(default_factory=dict)
-    """path fragment -> HTTP status answered instead of forwarding."""
+    """path fragment -> HTTP status answered (with a Redfish error body) instead of forwarding."""
+    answers: dict[str, Answer] = field(default_factory=dict)
+    """path fragment -> a canned answer instead of forwarding."""
     error_budget: dict[str, int] = field(default_factory=dict)
-    """path fragment -> how many requests get the error before the proxy forwards again (absent: always)."""
+    """path fragment -> how many requests get the error or answer before the proxy forwards again (absent:
+    always)."""
     delays: dict[str, float] = field(default_factory=dict)
     """path fragment -> seconds to wait before forwarding."""
+    drops: dict[str, Literal["before", "after"]] = field(default_factory=dict)
+    """path fragment -> close the connection without an answer, before forwarding or after the BMC carried the
+    request out (limited by `error_budget` where set)."""
+    truncate: dict[str, Literal["json", "wire"]] = field(default_factory=dict)
+    """path fragment -> forward, then answer half of the BMC's body: 'json' with a matching Content-Length (valid
+    HTTP, broken JSON), 'wire' announcing the full length and closing early (the connection dies mid-body)."""
+    drop_rate: float = 0.0
+    """Fraction of requests (any path) whose connection is closed without an answer."""
+    drop_after_forward: float = 0.5
+    """Of the dropped requests, the fraction dropped after the BMC got and carried out the request (the answer
+    is lost); the others are dropped before forwarding (the BMC never sees them)."""
+    rng: random.Random = field(default_factory=lambda: random.Random(25))
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
+    """(method, path, 'before' or 'after') of every dropped request."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def match(self, table: dict[str, Any], path: str) -> str | None:
         return next((k for k in table if k == "*" or k in path), None)
 
+    def _spend(self, key: str) -> bool:
+        left = self.error_budget.get(key)
+        if left is None:
+            return True
+        if left <= 0:
+            return False
+        self.error_budget[key] = left - 1
+        return True
+
     def error_for(self, path: str) -> int | None:
         with self.lock:
             key = self.match(self.errors, path)
-            if key is None:
+            if key is None or not self._spend(key):
                 return None
-            left = self.error_budget.get(key)
-            if left is not None:
-                if left <= 0:
-                    return None
-                self.error_budget[key] = left - 1
             return self.errors[key]
+
+    def answer_for(self, path: str) -> Answer | None:
+        with self.lock:
+            key = self.match(self.answers, path)
+            if key is None or not self._spend(key):
+                return None
+            return self.answers[key]
+
+    def drop_for(self, method: str, path: str) -> str | None:
+        """'before', 'after' or None: whether (and when) to drop this request's connection."""
+        with self.lock:
+            key = self.match(self.drops, path)
+            if key is not None and self._spend(key):
+                self.dropped.append((method, path, self.drops[key]))
+                return self.drops[key]
+            if self.drop_rate <= 0 or self.rng.random() >= self.drop_rate:
+                return None
+            when = "after" if self.rng.random() < self.drop_after_forward else "before"
+            self.dropped.append((method, path, when))
+            return when
 
 
 class FaultProxy:
-    """An HTTP proxy in front of an emulator that answers errors or delays for chosen paths."""
+    """An HTTP proxy in front of an emulator that drops connections, answers errors or garbage, cuts answers
+    or delays them, for chosen paths (see `Faults`)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -186,11 +251,20 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 proxy.requests += 1
+                faults = proxy.faults
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                delay = proxy.faults.match(proxy.faults.delays, self.path)
+                delay = faults.match(faults.delays, self.path)
                 if delay is not None:
-                    time.sleep(proxy.faults.delays[delay])
-                status = proxy.faults.error_for(self.path)
+                    time.sleep(faults.delays[delay])
+                drop = faults.drop_for(self.command, self.path)
+                if drop == "before":
+                    self._drop()
+                    return
+                answer = faults.answer_for(self.path)
+                if answer is not None:
+                    self._reply(answer.status, answer.body, {"Content-Type": answer.content_type})
+                    return
+                status = faults.error_for(self.path)
                 if status is not None:
                     payload = json.dumps({"error": {"code": "Base.1.0.GeneralError", "message": "injected"}}).encode()
                     self._reply(status, payload, {"Content-Type": "application/json"})
@@ -204,14 +278,30 @@ class FaultProxy:
                     allow_redirects=False,
                     timeout=60,
                 )
+                if drop == "after":
+                    self._drop()
+                    return
                 keep = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "location", "etag")}
+                cut = faults.match(faults.truncate, self.path)
+                if cut is not None and len(r.content) > 1:
+                    half = r.content[: len(r.content) // 2]
+                    self._reply(
+                        r.status_code, half, keep, length=len(r.content) if faults.truncate[cut] == "wire" else None
+                    )
+                    return
                 self._reply(r.status_code, r.content, keep)
 
-            def _reply(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+            def _drop(self) -> None:
+                """Close the connection without a word (as a dead link or a crashing BMC web server does)."""
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            def _reply(self, status: int, payload: bytes, headers: dict[str, str], length: int | None = None) -> None:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Length", str(len(payload) if length is None else length))
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)

@@ -164,7 +164,7 @@ def test_slow_bmc_times_out_and_a_patient_client_waits(emulator: Emulator, proxy
     assert patient.value == NODES[4]
 
 
-def test_5xx_answers_are_retried_with_backoff(emulator: Emulator, proxy: FaultProxy) -> None:
+def test_5xx_answers_are_retried_with_jittered_backoff(emulator: Emulator, proxy: FaultProxy) -> None:
     proxy.faults.errors[f"/Systems/{NODES[5]}"] = 503
     proxy.faults.error_budget[f"/Systems/{NODES[5]}"] = 3
     slept: list[float] = []
@@ -172,14 +172,25 @@ def test_5xx_answers_are_retried_with_backoff(emulator: Emulator, proxy: FaultPr
         target(emulator, NODES[5], proxy.url), CREDS, FAST, lambda n: n.info().system_id, sleep=slept.append
     )
     assert outcome.value == NODES[5]
-    assert outcome.attempts == 2  # sushy retried the GET once itself, fjord once more
-    assert slept == [FAST.backoff_s]
+    # sushy sends a 5xx GET once more itself (2 answers), fjord sends the request again (1 more): one operation.
+    assert (outcome.attempts, outcome.retried) == (1, 1)
+    assert len(slept) == 1
+    assert 0 <= slept[0] <= FAST.backoff_s
     proxy.faults.error_budget[f"/Systems/{NODES[5]}"] = 100
+    slept.clear()
     failed = rf.with_retries(target(emulator, NODES[5], proxy.url), CREDS, FAST, lambda n: n.info(), sleep=slept.append)
     assert failed.error is not None
     assert failed.error.kind == "server"
     assert "503" in failed.error.message
-    assert slept[1:] == [0.05, 0.1], "exponential backoff"
+    # FAST.retries of the operation, each after FAST.retries of the request that failed: full-jitter backoff,
+    # retry n waiting between 0 and backoff_s * 2**(n-1).
+    assert failed.attempts == FAST.retries + 1
+    assert failed.retried == (FAST.retries + 1) * FAST.retries
+    assert len(slept) == failed.retried + FAST.retries
+    per_request = [slept[i : i + FAST.retries] for i in range(0, len(slept), FAST.retries + 1)]
+    for waits in per_request:
+        assert all(0 <= w <= FAST.backoff_s * 2**n for n, w in enumerate(waits)), waits
+    assert len(set(slept)) > 1, "jittered, not one fixed delay"
 
 
 def test_bulk_runs_every_node_and_one_failure_stops_none(emulator: Emulator, proxy: FaultProxy) -> None:

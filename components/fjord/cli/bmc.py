@@ -4,6 +4,11 @@ Nodes come from the site's inventory; each node's BMC from `fjord.sizing.bmc` (t
 bare-metal provider uses). The password is $FJORD_BMC_PASSWORD (the stack file holds it encrypted, which
 only the Pulumi CLI can read), or a hidden prompt on a terminal. Exit codes: 0 every node ok; 1 rejected
 input (bad stack, no password, --limit matching nothing); 3 some nodes failed (each named on stderr).
+
+Every command reports per node, also when some nodes fail: the commands that change nodes print a table of
+each node's result (changed, unchanged or failed), what the BMC took (also on a node that failed later),
+the tries and the error; `--json` prints the same as JSON. Retries and the per-node deadline come from the
+site's `bmc` settings (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ def _access(bmc: Bmc) -> tuple[Credentials, Options]:
         timeout_s=bmc.timeout_s,
         retries=bmc.retries,
         backoff_s=bmc.backoff_s,
+        deadline_s=bmc.deadline_s,
         concurrency=bmc.concurrency,
     )
     return Credentials(bmc.username, password), options
@@ -136,12 +142,59 @@ def _run(
 def _summary(what: str, outcomes: dict[str, Outcome[Any]]) -> None:
     bad = [o for o in outcomes.values() if o.error is not None]
     ok = len(outcomes) - len(bad)
+    changed = sum(1 for o in outcomes.values() if o.changed)
     colour = "green" if not bad else "red"
-    err.print(labelled(what, colour, f": {ok} ok, {len(bad)} failed of {len(outcomes)} nodes"))
+    tail = f", {changed} changed" if changed else ""
+    err.print(labelled(what, colour, f": {ok} ok, {len(bad)} failed of {len(outcomes)} nodes{tail}"))
     for o in bad:
-        err.print(plain(f"  - {o.error} (after {o.attempts} tries)"), soft_wrap=True)
+        done = f"; changed before failing: {', '.join(o.actions)}" if o.actions else ""
+        err.print(plain(f"  - {o.error} (after {_tries(o)}{done})"), soft_wrap=True)
     if bad:
         raise typer.Exit(EXIT_NODES_FAILED)
+
+
+def _tries(o: Outcome[Any]) -> str:
+    again = f", {o.retried} {'request' if o.retried == 1 else 'requests'} retried" if o.retried else ""
+    return f"{o.attempts} {'try' if o.attempts == 1 else 'tries'}{again}"
+
+
+def _result(o: Outcome[Any]) -> str:
+    return "failed" if not o.ok else "changed" if o.changed else "unchanged"
+
+
+def _record(o: Outcome[Any]) -> dict[str, Any]:
+    """One node's result for --json: what the commands that change nodes print per node."""
+    return {
+        "result": _result(o),
+        "power": o.value,
+        "actions": list(o.actions),
+        "attempts": o.attempts,
+        "retried_requests": o.retried,
+        "error": None if o.error is None else {"kind": o.error.kind, "message": o.error.message},
+    }
+
+
+def _report(what: str, stack: str, outcomes: dict[str, Outcome[Any]], as_json: bool) -> None:
+    """The per-node table (or JSON) of a command that changes nodes, then the summary and its exit code."""
+    if as_json:
+        write_json({n: _record(o) for n, o in outcomes.items()})
+    else:
+        table = Table(title=plain(f"{what} on stack {stack}"), title_justify="left", header_style="bold")
+        for col in ("node", "result", "power", "changes", "tries", "error"):
+            table.add_column(col, overflow="fold")
+        style = {"failed": "red", "changed": "yellow", "unchanged": "green"}
+        for name, o in outcomes.items():
+            result = _result(o)
+            table.add_row(
+                plain(name),
+                plain(result, style[result]),
+                plain(o.value or ""),
+                plain(", ".join(o.actions)),
+                plain(_tries(o)),
+                plain(f"{o.error.kind}: {o.error.message}" if o.error else ""),
+            )
+        out.print(table)
+    _summary(what, outcomes)
 
 
 @app.command()
@@ -191,23 +244,28 @@ def _power(bmc: Bmc, action: str, landed: str) -> Callable[[RedfishNode], str | 
 
 
 @app.command("power-on")
-def power_on(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
-    """Power nodes on and wait until their BMCs report On."""
+def power_on(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
+    """Power nodes on and wait until their BMCs report On; a table of which nodes changed and which failed."""
     targets, bmc = _targets(ctx, limit, stacks_dir_)
     creds, options = _access(bmc)
-    _summary("power-on", _run("powering on", targets, creds, options, _power(bmc, "on", "On"), False))
+    outcomes = _run("powering on", targets, creds, options, _power(bmc, "on", "On"), as_json)
+    _report("power-on", ctx.obj["stack"], outcomes, as_json)
 
 
 @app.command("power-off")
-def power_off(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
-    """Power nodes off (forced) and wait until their BMCs report Off."""
+def power_off(
+    ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None, as_json: JsonFlag = False
+) -> None:
+    """Power nodes off (forced) and wait until their BMCs report Off; a table of which nodes changed and which
+    failed."""
     targets, bmc = _targets(ctx, limit, stacks_dir_)
     creds, options = _access(bmc)
-    _summary("power-off", _run("powering off", targets, creds, options, _power(bmc, "off", "Off"), False))
+    outcomes = _run("powering off", targets, creds, options, _power(bmc, "off", "Off"), as_json)
+    _report("power-off", ctx.obj["stack"], outcomes, as_json)
 
 
 @app.command()
-def pxe(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) -> None:
+def pxe(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
     """Boot nodes from the network once: set the PXE boot override, then restart (or power on) each node."""
     targets, bmc = _targets(ctx, limit, stacks_dir_)
     creds, options = _access(bmc)
@@ -217,4 +275,4 @@ def pxe(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None) 
         action = "restart" if node.power() == "On" else "on"
         return _power(bmc, action, "On")(node)
 
-    _summary("pxe", _run("PXE booting", targets, creds, options, op, False))
+    _report("pxe", ctx.obj["stack"], _run("PXE booting", targets, creds, options, op, as_json), as_json)

@@ -83,6 +83,7 @@ def _access(props: Mapping[str, Any]) -> tuple[Credentials, Options]:
         timeout_s=float(props["timeout_s"]),
         retries=int(props["retries"]),
         backoff_s=float(props["backoff_s"]),
+        deadline_s=float(props.get("deadline_s") or Bmc().deadline_s),
         concurrency=int(props["concurrency"]),
     )
     return creds, options
@@ -369,6 +370,7 @@ def unit_props(unit: str, nodes: list[BmcEndpoint], bmc: Bmc, password: pulumi.I
         "timeout_s": bmc.timeout_s,
         "retries": bmc.retries,
         "backoff_s": bmc.backoff_s,
+        "deadline_s": bmc.deadline_s,
         "concurrency": bmc.concurrency,
         "power_timeout_s": bmc.power_timeout_s,
         "power": bmc.power,

@@ -807,9 +807,25 @@ class Bmc(_Spec):
     concurrency: StrictInt = Field(default=32, ge=1, le=512, description="BMCs talked to at once.")
     timeout_s: StrictFloat = Field(default=30, gt=0, le=600, description="Per-request timeout, seconds.")
     retries: StrictInt = Field(
-        default=3, ge=0, le=10, description="Retries of a node's operation on timeouts, refused connections and 5xx."
+        default=5,
+        ge=0,
+        le=10,
+        description="Retries of one request, and of a node's whole operation, on dropped or refused connections,"
+        " timeouts, 5xx and answers that are no Redfish (never on 4xx such as wrong credentials).",
     )
-    backoff_s: StrictFloat = Field(default=1.0, ge=0, le=60, description="First retry delay; doubles on every retry.")
+    backoff_s: StrictFloat = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Backoff base: retry n waits a random time up to backoff_s * 2^(n-1) (full jitter), at most 30 s.",
+    )
+    deadline_s: StrictFloat = Field(
+        default=600,
+        gt=0,
+        le=86400,
+        description="Longest time spent on one node, retries included: no retry starts later and power waits end"
+        " by then; a node still failing is reported failed.",
+    )
     power_timeout_s: StrictFloat = Field(
         default=300, gt=0, le=3600, description="How long to wait for a power change to land on a node."
     )
