@@ -43,26 +43,57 @@ def reference_site(sku: str, sus: int, ufm: bool) -> dict[str, Any]:
     return raw
 
 
+def nvl72_reference_site(sku: str, sus: int) -> dict[str, Any]:
+    """A site holding one NVL72 cluster of `sus` scalable units on an XDR fabric, in a liquid hall with room."""
+    raw = reference_site(sku, sus, ufm=False)
+    raw["halls"][0].update(rack_positions=5000, rack_power_kw=150, cooling="liquid")
+    raw["power"]["grid_budget_mw"] = 1000
+    raw["ip_plan"].update(bmc="10.0.0.0/15", management="10.2.0.0/16", storage="10.3.0.0/16")
+    raw["fabrics"][0].update(technology="infiniband-xdr", switch="Q3400-RA")
+    raw["software"].update(driver_branch=580, cuda="13.0")
+    return raw
+
+
+# The published tables (fjord.spec.catalog.SUPERPOD_SOURCES), row by row.
 # SUs, nodes, GPUs, leaf, spine, core, compute+UFM cables, leaf-spine cables, spine-core cables
-H100_ROWS = [
+H100_ROWS = [  # DGX H100 RA, Table 4: one node slot per cluster goes to UFM
     (1, 31, 248, 8, 4, 0, 252, 256, 0),
     (2, 63, 504, 16, 8, 0, 508, 512, 0),
+    (3, 95, 760, 24, 16, 0, 764, 768, 0),  # 24 leaves need 12 spines' ports; 16 is the fewest dividing 32 uplinks
     (4, 127, 1016, 32, 16, 0, 1020, 1024, 0),
 ]
-B200_ROWS = [
+B200_ROWS = [  # DGX B200 RA, larger SuperPOD component counts: no UFM slot, a core tier from 16 units
+    (2, 64, 512, 16, 8, 0, 512, 512, 0),
+    (4, 128, 1024, 32, 16, 0, 1024, 1024, 0),
+    (8, 256, 2048, 64, 32, 0, 2048, 2048, 0),
     (16, 512, 4096, 128, 128, 64, 4096, 4096, 4096),
+    (32, 1024, 8192, 256, 256, 128, 8192, 8192, 8192),
     (64, 2048, 16384, 512, 512, 256, 16384, 16384, 16384),
+]
+# XDR (Quantum-X800 Q3400) table: 576 endpoints per unit, which is a GB200/GB300 NVL72 unit of 144 trays x 4 NICs.
+# Spines 18 and 36 where leaves x 72 uplinks / 144 ports gives 16 and 32: each leaf spreads its 72 uplinks evenly.
+NVL72_ROWS = [
+    (1, 144, 576, 8, 4, 0, 576, 576, 0),
+    (2, 288, 1152, 16, 8, 0, 1152, 1152, 0),
+    (4, 576, 2304, 32, 18, 0, 2304, 2304, 0),
+    (8, 1152, 4608, 64, 36, 0, 4608, 4608, 0),
+    (18, 2592, 10368, 144, 72, 0, 10368, 10368, 0),
 ]
 
 
 @pytest.mark.parametrize(
     ("sku", "ufm", "row"),
-    [("H100-SXM", True, r) for r in H100_ROWS] + [("B200", False, r) for r in B200_ROWS],
-    ids=[f"H100-{r[0]}SU" for r in H100_ROWS] + [f"B200-{r[0]}SU" for r in B200_ROWS],
+    [("H100-SXM", True, r) for r in H100_ROWS]
+    + [("B200", False, r) for r in B200_ROWS]
+    + [(sku, False, r) for sku in ("GB200-NVL72", "GB300-NVL72") for r in NVL72_ROWS],
+    ids=[f"H100-{r[0]}SU" for r in H100_ROWS]
+    + [f"B200-{r[0]}SU" for r in B200_ROWS]
+    + [f"{sku[:5]}-{r[0]}SU" for sku in ("GB200-NVL72", "GB300-NVL72") for r in NVL72_ROWS],
 )
 def test_superpod_reference_table(sku: str, ufm: bool, row: tuple[int, ...]) -> None:
     sus, nodes, gpus, leaf, spine, core, node_cables, leaf_spine, spine_core = row
-    size = size_site(load_site(reference_site(sku, sus, ufm)))
+    nvl72 = sku.endswith("NVL72")
+    size = size_site(load_site(nvl72_reference_site(sku, sus) if nvl72 else reference_site(sku, sus, ufm)))
     cluster = size.clusters[0]
     fabric = cluster.fabric
     assert (cluster.scalable_units, cluster.nodes, cluster.gpus) == (sus, nodes, gpus)

@@ -42,11 +42,20 @@ class GpuSku:
     min_driver_branch: int
     """The oldest NVIDIA datacenter driver branch that supports the GPU."""
     source: str
+    rack_managed_devices: int = 0
+    """Devices of a rack-scale product besides its compute trays that have a BMC on the out-of-band network: an
+    NVL72 rack's 9 NVLink switch trays and its power shelves (SUPERPOD_SOURCES["NVL72"]). 0 for HGX nodes."""
 
     @property
     def rack_scale(self) -> bool:
         return self.rack_max_kw is not None
 
+
+NVL72_SWITCH_TRAYS = 9
+"""NVLink switch trays per NVL72 rack (DGX GB200 user guide, rack configuration), each with a BMC."""
+NVL72_POWER_SHELVES = 8
+"""Power shelves per NVL72 rack, each managed over the out-of-band network: NVIDIA's MGX NVL72 rack takes 8 shelves
+of 33 kW (the DGX GB200 user guide says "power shelves"; vendors' racks range 6-8): fjord plans for 8."""
 
 GPU_CATALOG: dict[str, GpuSku] = {
     sku.name: sku
@@ -128,6 +137,7 @@ GPU_CATALOG: dict[str, GpuSku] = {
                 "NVIDIA GB200 NVL72 datasheet (360 PFLOPS BF16 sparse, 13.4 TB HBM3e, 576 TB/s,"
                 " 130 TB/s NVLink per 72 GPUs); rack ~120-132 kW, liquid cooled"
             ),
+            rack_managed_devices=NVL72_SWITCH_TRAYS + NVL72_POWER_SHELVES,
         ),
         GpuSku(
             name="GB300-NVL72",
@@ -149,6 +159,7 @@ GPU_CATALOG: dict[str, GpuSku] = {
                 "NVIDIA GB300 NVL72 datasheet (360 PFLOPS BF16 sparse, up to 21 TB HBM3e, 576 TB/s,"
                 " 130 TB/s NVLink per 72 GPUs); rack ~135-140 kW, liquid cooled"
             ),
+            rack_managed_devices=NVL72_SWITCH_TRAYS + NVL72_POWER_SHELVES,
         ),
     )
 }
@@ -169,7 +180,27 @@ class SwitchModel:
     port_gbps: int
     max_power_w: int
     source: str
+    spine: str | None = None
+    """The model of the fabric's spines and cores when this one is a leaf only: a switch with few uplink ports (an
+    SN2201 has 48 x 1G down and 4 x 100G up) is never a spine; its uplinks go to this model. None: itself."""
 
+
+SUPERPOD_SOURCES = {
+    "H100": "NVIDIA DGX SuperPOD with DGX H100 systems RA, Network Fabrics, Table 4 (compute fabric component count)",
+    "B200": "NVIDIA DGX SuperPOD with DGX B200 systems RA, DGX SuperPOD Architecture (larger SuperPOD component counts)",
+    "XDR": (
+        "NVIDIA DGX SuperPOD with DGX B300 systems (InfiniBand XDR) RA, DGX SuperPOD Architecture, Table 3 (example"
+        " compute fabric components): Quantum-X800 Q3400 leaves of 72 node ports, 8 leaves per scalable unit of 576"
+        " XDR endpoints, spines 4/8/18/36/72 for 1/2/4/8/18 units; the same 576 endpoints make a GB200/GB300 NVL72"
+        " unit (8 racks x 18 trays x 4 NICs), whose 8-unit fabric NVIDIA sizes at 36 spines"
+    ),
+    "NVL72": (
+        "NVIDIA DGX GB200 user guide, Hardware (rack configuration): per 72-GPU rack 18 compute trays, 9 NVLink switch"
+        " trays, power shelves; NVIDIA DGX SuperPOD GB200 RA, Network Fabrics: NVLink switch trays and power shelves"
+        " are managed out of band (BMC) like the compute trays"
+    ),
+}
+"""The published DGX SuperPOD tables sizing is tested against (tests/test_sizing.py), by reference architecture."""
 
 SWITCH_CATALOG: dict[str, SwitchModel] = {
     sw.name: sw
@@ -179,7 +210,18 @@ SWITCH_CATALOG: dict[str, SwitchModel] = {
         SwitchModel("Q3400-RA", "infiniband-xdr", 144, 72, 72, 800, 3600, "NVIDIA Quantum-X800 Q3400 brief (approx.)"),
         SwitchModel("SN5600", "spectrum-x", 64, 32, 32, 800, 2300, "NVIDIA Spectrum SN5600 datasheet"),
         SwitchModel("SN4600C", "ethernet", 64, 32, 32, 100, 800, "NVIDIA Spectrum SN4600C datasheet"),
-        SwitchModel("SN2201", "ethernet", 52, 48, 4, 1, 100, "NVIDIA Spectrum SN2201 datasheet (48x1G + 4x100G)"),
+        SwitchModel(
+            "SN2201",
+            "ethernet",
+            52,
+            48,
+            4,
+            1,
+            100,
+            "NVIDIA Spectrum SN2201 datasheet (48x1G + 4x100G); a leaf only: the out-of-band leaves of DGX BasePOD"
+            " and SuperPOD uplink to the SN4600C Ethernet backbone (DGX BasePOD deployment guide, network overview)",
+            spine="SN4600C",
+        ),
     )
 }
 
