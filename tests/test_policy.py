@@ -93,10 +93,12 @@ def test_residency_fails_an_air_gap_registry_abroad_and_reports_unknown_hosts() 
 
 def test_plaintext_credentials_are_found_and_never_shown() -> None:
     raw = stack_site("narvik")
-    raw["air_gap"]["packages"] = "https://mirror:hunter2@mirror.narvik.fjord.example/apt"
-    raw["bmc"] = {"bios": {"AdminPassword": "hunter3"}}
+    # The site's URL fields refuse a user or password at validation (fjord.spec.models._url); a free-form value
+    # such as a BIOS attribute can still hold one, and the policy finds it.
+    boot = "https://mirror:hunter2@mirror.narvik.fjord.example/boot.efi"
+    raw["bmc"] = {"bios": {"AdminPassword": "hunter3", "HttpBootUri": boot}}
     found = no_plaintext_credentials(inp(raw, **{"aws:secretKey": "hunter4", "aws:region": "eu-north-1"}))
-    assert {v.path for v in found} == {"aws:secretKey", "air_gap.packages", "bmc.bios.AdminPassword"}
+    assert {v.path for v in found} == {"aws:secretKey", "bmc.bios.HttpBootUri", "bmc.bios.AdminPassword"}
     text = json.dumps(evaluate(inp(raw, **{"aws:secretKey": "hunter4"})).as_dict())
     assert "hunter" not in text
     secret = inp(stack_site("uk"), **{"aws:secretKey": {"secure": "v1:abc"}})

@@ -298,3 +298,32 @@ def test_rack_placement_is_contiguous_and_matches_halls(stack: str) -> None:
         (compute,) = [r for r in size.placement if r.kind == "compute" and r.owner == cluster.name]
         node_racks = {n.rack for u in cluster.units for n in u.nodes()}
         assert node_racks == {f"{compute.hall}-r{i:04d}" for i in range(compute.first, compute.last + 1)}
+
+
+def test_a_leaf_only_switch_uplinks_to_its_spine_model() -> None:
+    """An SN2201 has 4 uplinks: it is never a spine (it was, with all 52 ports); its spines are SN4600C."""
+    oob = SWITCH_CATALOG["SN2201"]
+    assert oob.spine == "SN4600C"
+    two = size_fabric(name="o", design="o", role="oob", switch=oob, leaves=14, endpoints=639, endpoint_cables=639)
+    # 14 leaves x 4 uplinks = 56 ports: one 64-port SN4600C, which divides the 4 uplinks.
+    assert (two.tiers, two.spines, two.cores, two.spine_switch) == (2, 1, 0, "SN4600C")
+    assert two.max_power_kw == pytest.approx((14 * 100 + 800) / 1000)
+    size = size_site(load_site(stack_site("narvik")))
+    narvik_oob = next(f for f in size.fabrics if f.role == "oob")
+    # 525 leaves > 64 ports of a spine: three tiers of SN4600C, 32 ports down per spine.
+    assert (narvik_oob.switch, narvik_oob.spine_switch, narvik_oob.tiers) == ("SN2201", "SN4600C", 3)
+    assert narvik_oob.spines == -(-narvik_oob.leaves * 4 // 32)
+    assert narvik_oob.cores == -(-narvik_oob.spines * 32 // 64)
+
+
+def test_every_two_tier_spine_count_takes_the_uplinks_evenly() -> None:
+    for sw in SWITCH_CATALOG.values():
+        spine = SWITCH_CATALOG[sw.spine] if sw.spine else sw
+        for leaves in range(2, spine.radix + 1):
+            f = size_fabric(
+                name="f", design="f", role="compute", switch=sw, leaves=leaves, endpoints=0, endpoint_cables=0
+            )
+            assert sw.leaf_uplinks % f.spines == 0, (sw.name, leaves, f.spines)
+            assert f.spines * spine.radix >= f.leaf_spine_cables, (sw.name, leaves)
+            fewer = [d for d in range(1, f.spines) if sw.leaf_uplinks % d == 0]
+            assert all(d * spine.radix < f.leaf_spine_cables for d in fewer), (sw.name, leaves)

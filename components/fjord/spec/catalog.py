@@ -187,7 +187,9 @@ class SwitchModel:
 
 SUPERPOD_SOURCES = {
     "H100": "NVIDIA DGX SuperPOD with DGX H100 systems RA, Network Fabrics, Table 4 (compute fabric component count)",
-    "B200": "NVIDIA DGX SuperPOD with DGX B200 systems RA, DGX SuperPOD Architecture (larger SuperPOD component counts)",
+    "B200": (
+        "NVIDIA DGX SuperPOD with DGX B200 systems RA, DGX SuperPOD Architecture (larger SuperPOD component counts)"
+    ),
     "XDR": (
         "NVIDIA DGX SuperPOD with DGX B300 systems (InfiniBand XDR) RA, DGX SuperPOD Architecture, Table 3 (example"
         " compute fabric components): Quantum-X800 Q3400 leaves of 72 node ports, 8 leaves per scalable unit of 576"
