@@ -36,6 +36,21 @@ def write_stack(folder: Path, name: str, site: dict[str, Any] | None, extra: dic
     if site is not None:
         config["fjord:site"] = site
     (folder / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump({"config": config}), encoding="utf-8")
+    write_record(folder, name, site)
+
+
+def write_record(folder: Path, name: str, site: dict[str, Any] | None) -> None:
+    """The stack's allocation record, as `fjord alloc` writes it (none for a site that cannot be sized)."""
+    from fjord.sizing.alloc import alloc_path, dump
+    from fjord.sizing.site import size_site
+    from fjord.spec.errors import SiteError
+    from fjord.spec.load import default_site, load_site
+
+    try:
+        size = size_site(load_site(site if site is not None else default_site()))
+    except SiteError:
+        return
+    alloc_path(name, folder).write_text(dump(size.alloc, name), encoding="utf-8")
 
 
 def test_validate_ok() -> None:

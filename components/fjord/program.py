@@ -7,17 +7,22 @@ registered, so a rejected site changes nothing.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 
 from fjord.components._config import credential
 from fjord.components.platform import kubeconfig_key
 from fjord.components.site import Site, SiteArgs
+from fjord.sizing.alloc import read as read_alloc
 from fjord.sizing.site import validate_site
 from fjord.spec.errors import SiteError
-from fjord.spec.load import DEFAULT_STACK, default_site, missing_site_problem
+from fjord.spec.load import DEFAULT_STACK, default_site, missing_site_problem, stacks_dir
 
 
-def main() -> Site:
+def main(stacks: Path | None = None) -> Site:
+    """Build the stack's site. `stacks` is the folder of the stack files and their allocation records
+    (default: as `fjord` finds it, ./stacks under the Pulumi CLI)."""
     config = pulumi.Config("fjord")
     stack = pulumi.get_stack()
     raw = config.get_object("site")
@@ -25,7 +30,10 @@ def main() -> Site:
         if stack != DEFAULT_STACK:
             raise SiteError([missing_site_problem(stack)], f"stack {stack}")
         raw = default_site()
-    spec, size = validate_site(raw, source=f"stack {stack}")
+    # Racks and addresses come from the committed allocation record; a missing or stale one stops the program
+    # here, before anything is registered, rather than renumbering nodes (docs/safe-change.md).
+    record = read_alloc(stack, stacks_dir(stacks))
+    spec, size = validate_site(raw, source=f"stack {stack}", alloc=record, require_current=True)
     # The BMC password is a Pulumi secret. Unset, the bare-metal resources still plan, and the provider's
     # check fails the preview with a line saying how to set it. Every credential is checked here, before the
     # first registration, so a stack holding one in plain text changes nothing.

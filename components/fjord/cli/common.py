@@ -125,15 +125,20 @@ def stack_names(folder: Path) -> list[str]:
 
 
 def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
-    """The stack's site, validated and sized, and where it came from; a rejected stack exits 1."""
+    """The stack's site, validated and sized, and where it came from; a rejected stack exits 1.
+
+    Racks and addresses come from the stack's allocation record where it has one, extended for what the spec
+    adds (what `fjord alloc` would write); a change that would move a recorded node is rejected."""
+    from fjord.sizing.alloc import read as read_alloc
     from fjord.sizing.site import validate_site
-    from fjord.spec.load import read_stack
+    from fjord.spec.load import read_stack, stacks_dir
 
     source = f"stack {stack}"
     try:
         cfg = read_stack(stack, folder)
         source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"
-        site, size = validate_site(cfg.site, source)
+        record = read_alloc(stack, stacks_dir(folder))
+        site, size = validate_site(cfg.site, source, record)
         return site, size, source
     except SiteError as exc:
         raise reject(exc.source or source, exc.lines()) from None

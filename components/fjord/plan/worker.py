@@ -76,7 +76,7 @@ def run(cfg: StackConfig, monitor_type: type[RecordingMonitor] = RecordingMonito
     pulumi.runtime.set_mocks(mocks, project="fjord", stack=cfg.stack, preview=True, monitor=monitor)
 
     def program_main() -> None:
-        program.main()
+        program.main(cfg.path.parent if cfg.path is not None else None)
 
     _sync_await(run_pulumi_func(program_main))
     regs = monitor.registrations

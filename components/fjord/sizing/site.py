@@ -10,6 +10,15 @@ from dataclasses import dataclass
 from math import ceil, floor
 from typing import Any, Literal
 
+from fjord.sizing.alloc import (
+    Allocation,
+    ClusterAlloc,
+    ClusterDemand,
+    Demand,
+    RackDemand,
+    allocate,
+    differences,
+)
 from fjord.sizing.fabric import (
     FabricSize,
     leaf_spine_leaves,
@@ -17,7 +26,7 @@ from fjord.sizing.fabric import (
     rail_optimised_leaves,
     size_fabric,
 )
-from fjord.sizing.ipam import Allocator, Subnet
+from fjord.sizing.ipam import Subnet
 from fjord.spec.errors import Problem, SiteError
 from fjord.spec.load import load_site
 from fjord.spec.models import Cluster, Site
@@ -92,7 +101,8 @@ class ScalableUnitSize:
     hall: str
     first_slot: int
     """The cluster-wide slot index of the unit's first node (racks fill slot by slot)."""
-    first_rack: int
+    rack_positions: tuple[int, ...]
+    """The cluster's compute rack positions in its hall (allocation record): slot k stands in rack k // per rack."""
     nodes_per_rack: int
     bmc: Subnet
     management: Subnet
@@ -119,15 +129,15 @@ class ScalableUnitSize:
         while j < count:
             slot = first + j
             last = min(count - 1, j + per_rack - 1 - slot % per_rack)
-            runs.append((f"{self.hall}-r{self.first_rack + slot // per_rack + 1:04d}", j, last))
+            runs.append((f"{self.hall}-r{self.rack_positions[slot // per_rack]:04d}", j, last))
             j = last + 1
         return runs
 
     def nodes(self) -> list[Node]:
-        per_rack, first_rack, first, count = self.nodes_per_rack, self.first_rack, self.first_slot, self.node_count
+        per_rack, positions, first, count = self.nodes_per_rack, self.rack_positions, self.first_slot, self.node_count
         # Column by column: each interface's addresses in one bulk call (Subnet.hosts), zipped per node.
         names = [host_name(self.host_prefix, self.index, j) for j in range(count)]
-        racks = [f"{self.hall}-r{first_rack + (first + j) // per_rack + 1:04d}" for j in range(count)]
+        racks = [f"{self.hall}-r{positions[(first + j) // per_rack]:04d}" for j in range(count)]
         compute = list(zip(*(net.hosts(count) for net in self.rails), strict=True)) if self.rails else [()] * count
         columns = zip(
             names,
@@ -199,10 +209,6 @@ class RackRange:
         return f"{self.hall}-r{self.first:04d}..r{self.last:04d}"
 
 
-Block = tuple[str, Literal["compute", "network", "storage"], str, int]
-"""(hall, kind, owner, racks): racks to place, in order."""
-
-
 @dataclass(frozen=True, slots=True)
 class PoolUse:
     purpose: str
@@ -244,6 +250,8 @@ class SiteSize:
     """Every rack position in use, hall by hall: compute racks first (node rack names follow them)."""
     pools: tuple[PoolUse, ...]
     power: PowerUse
+    alloc: Allocation
+    """The allocation record the racks and subnets come from (`fjord alloc` writes it)."""
 
     @property
     def gpus(self) -> int:
@@ -395,8 +403,11 @@ def _quota_problems(site: Site, gpus: dict[str, int]) -> list[Problem]:
     return problems
 
 
-def validate_site(raw: Any, source: str = "") -> tuple[Site, SiteSize]:
-    """Every rule fjord has, in one call: the model's checks (`load_site`), then sizing's (`size_site`).
+def validate_site(
+    raw: Any, source: str = "", alloc: Allocation | None = None, *, require_current: bool = False
+) -> tuple[Site, SiteSize]:
+    """Every rule fjord has, in one call: the model's checks (`load_site`), then sizing's (`size_site`, with
+    the allocation record `alloc` and `require_current` as it takes them).
 
     `fjord validate`, `size`, `render`, the plan and the program under `pulumi up` all run exactly this before
     they do anything else, so a site one of them rejects is rejected by all (tests/test_validate_plan_agree.py).
@@ -404,7 +415,7 @@ def validate_site(raw: Any, source: str = "") -> tuple[Site, SiteSize]:
     """
     site = load_site(raw, source)
     try:
-        return site, size_site(site)
+        return site, size_site(site, alloc, require_current=require_current)
     except SiteError as exc:
         raise SiteError(exc.problems, source) from None
 
@@ -442,12 +453,16 @@ def _slurm_problems(site: Site, clusters: list[ClusterSize]) -> list[Problem]:
     return problems
 
 
-def size_site(site: Site) -> SiteSize:
-    """Size the site, or raise SiteError listing every limit it breaks."""
+def size_site(site: Site, alloc: Allocation | None = None, *, require_current: bool = False) -> SiteSize:
+    """Size the site, or raise SiteError listing every limit it breaks.
+
+    Racks and subnets come from the allocation record `alloc` (`fjord.sizing.alloc`), extended for what the
+    spec adds and trimmed for what it removes; the result's `alloc` is that record. Without one, everything is
+    allocated afresh in spec order. A change that would move a recorded cluster or tier is a SiteError. With
+    `require_current` (the Pulumi program), the record must exist and already be the spec's record: a missing
+    or stale one is a SiteError saying to run `fjord alloc`, so the program never renumbers on its own.
+    """
     problems: list[Problem] = []
-    allocators = {p: Allocator(p, getattr(site.ip_plan, p)) for p in PURPOSES}
-    hall_compute: dict[str, int] = {h.name: 0 for h in site.halls}
-    """Compute racks placed so far per hall: a cluster's node racks follow the clusters before it."""
 
     shapes = [cluster_shape(c, site) for c in site.clusters]
     for i, (cluster, shape) in enumerate(zip(site.clusters, shapes, strict=True)):
@@ -455,13 +470,13 @@ def size_site(site: Site) -> SiteSize:
 
     # Size on past a broken cluster (only one with no node at all cannot be sized), so that one
     # error report lists every limit the site breaks.
-    clusters: list[ClusterSize] = []
-    for cluster, shape in zip(site.clusters, shapes, strict=True):
-        if shape.nodes <= 0:
-            continue
-        clusters.append(_size_cluster(site, cluster, shape, allocators, hall_compute))
+    sized = [
+        (i, cluster, shape, _compute_fabric(site, cluster, shape))
+        for i, (cluster, shape) in enumerate(zip(site.clusters, shapes, strict=True))
+        if shape.nodes > 0
+    ]
 
-    total_nodes = sum(c.nodes for c in clusters)
+    total_nodes = sum(shape.nodes for _, _, shape, _ in sized)
     site_fabrics: list[FabricSize] = []
     roles: tuple[Literal["storage", "oob"], ...] = ("storage", "oob")
     for role in roles:
@@ -491,22 +506,48 @@ def size_site(site: Site) -> SiteSize:
                 endpoint_cables=ports,
             )
         )
-    # Racks in each hall: compute, then network, then storage. Site-wide fabrics serve every node: their
-    # switches stand in the hall with the most free positions.
-    cluster_blocks: list[Block] = [
-        *((c.hall, "compute", c.name, c.racks) for c in clusters),
-        *((c.hall, "network", c.fabric.name, c.network_racks) for c in clusters),
-    ]
-    storage_blocks: list[Block] = [(t.hall, "storage", t.name, t.racks) for t in site.storage]
+    cluster_demands = tuple(
+        ClusterDemand(
+            index=i,
+            name=cluster.name,
+            hall=cluster.hall,
+            nodes_per_rack=cluster.rack_nodes,
+            slots_per_su=shape.slots_per_su,
+            rails=cluster.gpu.compute_rails,
+            units=shape.scalable_units,
+            slots=shape.nodes + shape.ufm_slots,
+            network_racks=ceil((fabric.spines + fabric.cores) / SWITCHES_PER_NETWORK_RACK),
+        )
+        for i, cluster, shape, fabric in sized
+    )
+    # Site-wide fabrics serve every node: a fabric not yet allocated stands in the hall with the most free
+    # positions once the clusters and storage tiers are in.
     free = {h.name: h.rack_positions for h in site.halls}
-    for hall, _, _, count in cluster_blocks + storage_blocks:
-        free[hall] -= count
+    for c in cluster_demands:
+        free[c.hall] -= c.compute_racks + c.network_racks
+    for t in site.storage:
+        free[t.hall] -= t.racks
     core_hall = max(site.halls, key=lambda h: free[h.name]).name
-    fabric_blocks: list[Block] = [
-        (core_hall, "network", f.name, ceil(f.switches / SWITCHES_PER_NETWORK_RACK)) for f in site_fabrics
+    demand = Demand(
+        site=site.name,
+        clusters=cluster_demands,
+        fabrics=tuple(
+            RackDemand(j, f.name, core_hall, ceil(f.switches / SWITCHES_PER_NETWORK_RACK))
+            for j, f in enumerate(site_fabrics)
+        ),
+        storage=tuple(RackDemand(j, t.name, t.hall, t.racks) for j, t in enumerate(site.storage)),
+        halls={h.name: h.rack_positions for h in site.halls},
+        supernets={p: getattr(site.ip_plan, p) for p in PURPOSES},
+    )
+    record, moves = allocate(demand, alloc)
+    if moves:
+        raise SiteError(moves)
+
+    clusters = [
+        _size_cluster(site, cluster, shape, fabric, record.clusters[cluster.name])
+        for _, cluster, shape, fabric in sized
     ]
-    blocks = cluster_blocks + fabric_blocks + storage_blocks
-    placement = _place(blocks)
+    placement = _placement(site, record, clusters, site_fabrics)
 
     for i, tier in enumerate(site.storage):
         limit = site.hall(tier.hall).rack_power_kw
@@ -532,24 +573,26 @@ def size_site(site: Site) -> SiteSize:
         for h in site.halls
     )
     for i, use in enumerate(halls):
-        if use.used > use.positions:
+        top = max((r.last for r in placement if r.hall == use.name), default=0)
+        if use.used > use.positions or top > use.positions:
             problems.append(
                 Problem(
                     f"halls[{i}].rack_positions",
                     use.positions,
-                    f"hall needs {use.used} racks ({use.compute_racks} compute, {use.network_racks} network,"
+                    f"hall needs {max(use.used, top)} racks ({use.compute_racks} compute, {use.network_racks} network,"
                     f" {use.storage_racks} storage); allowed: at most {use.positions} racks",
                 )
             )
 
-    for purpose, alloc in allocators.items():
-        if alloc.overflow:
+    pools = _pools(site, clusters)
+    for pool in pools:
+        if pool.requested > pool.capacity:
             problems.append(
                 Problem(
-                    f"ip_plan.{purpose}",
-                    str(alloc.supernet),
-                    f"holds {alloc.capacity} addresses but {alloc.subnets} subnets for {alloc.hosts} interfaces"
-                    f" need {alloc.requested}; allowed: a supernet of /{alloc.minimum_prefix()} or larger",
+                    f"ip_plan.{pool.purpose}",
+                    pool.supernet,
+                    f"holds {pool.capacity} addresses but {pool.subnets} subnets for {pool.addresses} interfaces"
+                    f" need {pool.requested}; allowed: a supernet of /{pool.minimum_prefix} or larger",
                 )
             )
 
@@ -575,8 +618,8 @@ def size_site(site: Site) -> SiteSize:
     if problems:
         raise SiteError(problems)
 
-    pools = tuple(PoolUse(p, str(a.supernet), a.subnets, a.hosts, a.capacity) for p, a in allocators.items())
-    size = SiteSize(site.name, tuple(clusters), fabrics, halls, placement, pools, power)
+    pool_use = tuple(PoolUse(p.purpose, p.supernet, p.subnets, p.addresses, p.capacity) for p in pools)
+    size = SiteSize(site.name, tuple(clusters), fabrics, halls, placement, pool_use, power, record)
     if site.bmc.systems:  # a lab's map of nodes to the systems of one endpoint: only this site's nodes
         names = [n.name for n in size.hosts()]
         known = set(names)
@@ -593,30 +636,115 @@ def size_site(site: Site) -> SiteSize:
                     for k in unknown
                 ]
             )
+    if require_current:
+        _require_current(alloc, record)
     return size
 
 
-def _place(blocks: list[Block]) -> tuple[RackRange, ...]:
-    """Give each block consecutive positions in its hall, in order (positions count from 1)."""
-    cursor: dict[str, int] = {}
+RUN_ALLOC = "run `fjord alloc {site}` and commit the record it writes"
+
+
+def _require_current(given: Allocation | None, record: Allocation) -> None:
+    if given is None:
+        raise SiteError(
+            [
+                Problem(
+                    "allocation record",
+                    None,
+                    "is missing: the program does not allocate racks and addresses on its own;"
+                    f" allowed: {RUN_ALLOC.format(site=record.site)}",
+                )
+            ]
+        )
+    if given != record:
+        raise SiteError(
+            [
+                Problem(
+                    "allocation record",
+                    "stale",
+                    f"does not match the spec ({'; '.join(differences(given, record)) or 'racks or subnets differ'});"
+                    f" allowed: {RUN_ALLOC.format(site=record.site)}",
+                )
+            ]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _PoolCount:
+    purpose: str
+    supernet: str
+    subnets: int
+    addresses: int
+    capacity: int
+    requested: int
+    """Addresses from the supernet's start to the end of its highest subnet."""
+
+    @property
+    def minimum_prefix(self) -> int:
+        """The shortest supernet prefix that would hold what was asked for."""
+        return 32 - (max(self.requested, 1) - 1).bit_length()
+
+
+def _pools(site: Site, clusters: list[ClusterSize]) -> list[_PoolCount]:
+    """Use of each supernet: subnets and interfaces as allocated, and how far the highest subnet reaches."""
+    out: list[_PoolCount] = []
+    for purpose in PURPOSES:
+        supernet = getattr(site.ip_plan, purpose)
+        start = int(supernet.network_address)
+        nets = [
+            (net, u.node_count)
+            for c in clusters
+            for u in c.units
+            for net in (u.rails if purpose == "compute" else (getattr(u, purpose),))
+        ]
+        top = max((n.base + (1 << (32 - n.prefix)) for n, _ in nets), default=start)
+        out.append(
+            _PoolCount(
+                purpose,
+                str(supernet),
+                len(nets),
+                sum(used for _, used in nets),
+                supernet.num_addresses,
+                top - start,
+            )
+        )
+    return out
+
+
+def _placement(
+    site: Site, record: Allocation, clusters: list[ClusterSize], site_fabrics: list[FabricSize]
+) -> tuple[RackRange, ...]:
+    """Every rack position in use as runs of consecutive positions per owner, hall by hall in position order."""
+    owned: list[tuple[str, Literal["compute", "network", "storage"], str, tuple[int, ...]]] = []
+    for c in clusters:
+        a = record.clusters[c.name]
+        owned.append((a.hall, "compute", c.name, a.compute_racks))
+        owned.append((a.hall, "network", c.fabric.name, a.network_racks))
+    for f in site_fabrics:
+        r = record.fabrics[f.name]
+        owned.append((r.hall, "network", f.name, r.racks))
+    for t in site.storage:
+        r = record.storage[t.name]
+        owned.append((r.hall, "storage", t.name, r.racks))
     ranges: list[RackRange] = []
-    for hall, kind, owner, count in blocks:
-        if count <= 0:
-            continue
-        first = cursor.get(hall, 0) + 1
-        cursor[hall] = first + count - 1
-        ranges.append(RackRange(hall, kind, owner, first, first + count - 1))
-    hall_order = {hall: i for i, hall in enumerate(cursor)}
-    return tuple(sorted(ranges, key=lambda r: (hall_order[r.hall], r.first)))
+    for hall, kind, owner, positions in owned:
+        for run in _runs(positions):
+            ranges.append(RackRange(hall, kind, owner, run[0], run[1]))
+    hall_order = {h.name: i for i, h in enumerate(site.halls)}
+    return tuple(sorted(ranges, key=lambda r: (hall_order.get(r.hall, len(hall_order)), r.first)))
 
 
-def _size_cluster(
-    site: Site,
-    cluster: Cluster,
-    shape: _ClusterShape,
-    allocators: dict[str, Allocator],
-    hall_compute: dict[str, int],
-) -> ClusterSize:
+def _runs(positions: tuple[int, ...]) -> list[tuple[int, int]]:
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return [(a, b) for a, b in runs]
+
+
+def _compute_fabric(site: Site, cluster: Cluster, shape: _ClusterShape) -> FabricSize:
     sku = cluster.gpu
     design = site.fabric(cluster.compute_fabric)
     switch = design.switch_model
@@ -625,7 +753,7 @@ def _size_cluster(
         leaves = rail_optimised_leaves(switch, shape.scalable_units, shape.slots_per_su, rails)
     else:
         leaves = leaf_spine_leaves(switch, (shape.nodes + shape.ufm_slots) * rails)
-    fabric = size_fabric(
+    return size_fabric(
         name=f"{cluster.name}-compute",
         design=design.name,
         role="compute",
@@ -634,46 +762,47 @@ def _size_cluster(
         endpoints=shape.nodes * rails,
         endpoint_cables=shape.nodes * rails + design.ufm_cables,
     )
+
+
+def _size_cluster(
+    site: Site,
+    cluster: Cluster,
+    shape: _ClusterShape,
+    fabric: FabricSize,
+    alloc: ClusterAlloc,
+) -> ClusterSize:
+    sku = cluster.gpu
     per_rack = cluster.rack_nodes
-    slots = shape.nodes + shape.ufm_slots
-    racks = ceil(slots / per_rack)
-    first_rack = hall_compute[cluster.hall]
-    hall_compute[cluster.hall] += racks
-    network_racks = ceil((fabric.spines + fabric.cores) / SWITCHES_PER_NETWORK_RACK)
     rack_kw = sku.rack_max_kw if sku.rack_max_kw is not None else per_rack * sku.node_max_kw
+    positions = alloc.compute_racks
 
     units: list[ScalableUnitSize] = []
     prefix = f"{site.name}-{cluster.name}"
     for su in range(shape.scalable_units):
         first = su * shape.slots_per_su
         count = min(shape.slots_per_su, shape.nodes - first)
-        # Every unit gets full-size subnets, so a partial unit can grow without renumbering.
-        subnets: dict[str, Subnet] = {
-            p: allocators[p].allocate(shape.slots_per_su, count) for p in ("bmc", "management", "storage")
-        }
-        rail_nets = [allocators["compute"].allocate(shape.slots_per_su, count) for _ in range(rails)]
-        for r, net in enumerate(rail_nets):
-            subnets[f"compute-r{r}"] = net
+        # Every unit has full-size subnets (allocation record), so a partial unit can grow without renumbering.
+        recorded = alloc.units[su]
+        nets = {p: _subnet(getattr(recorded, p)) for p in ("bmc", "management", "storage")}
+        rail_nets = tuple(_subnet(c) for c in recorded.compute)
         last = first + count - 1
-        su_racks = tuple(
-            f"{cluster.hall}-r{first_rack + r + 1:04d}" for r in range(first // per_rack, last // per_rack + 1)
-        )
+        su_racks = tuple(f"{cluster.hall}-r{positions[r]:04d}" for r in range(first // per_rack, last // per_rack + 1))
         units.append(
             ScalableUnitSize(
                 cluster=cluster.name,
                 index=su,
                 node_count=count,
                 racks=su_racks,
-                subnets={k: v.cidr for k, v in subnets.items()},
+                subnets=recorded.subnets(),
                 host_prefix=prefix,
                 hall=cluster.hall,
                 first_slot=first,
-                first_rack=first_rack,
+                rack_positions=positions,
                 nodes_per_rack=per_rack,
-                bmc=subnets["bmc"],
-                management=subnets["management"],
-                storage=subnets["storage"],
-                rails=tuple(rail_nets),
+                bmc=nets["bmc"],
+                management=nets["management"],
+                storage=nets["storage"],
+                rails=rail_nets,
             )
         )
     return ClusterSize(
@@ -687,10 +816,16 @@ def _size_cluster(
         scalable_units=shape.scalable_units,
         nodes_per_su=shape.slots_per_su,
         nodes_per_rack=per_rack,
-        racks=racks,
-        network_racks=network_racks,
+        racks=len(positions),
+        network_racks=len(alloc.network_racks),
         rack_kw=rack_kw,
         compute_kw=shape.nodes * sku.node_max_kw,
         fabric=fabric,
         units=tuple(units),
     )
+
+
+def _subnet(cidr: str) -> Subnet:
+    base, _, prefix = cidr.partition("/")
+    a, b, c, d = (int(x) for x in base.split("."))
+    return Subnet((a << 24) | (b << 16) | (c << 8) | d, int(prefix))

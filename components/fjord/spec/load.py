@@ -40,7 +40,15 @@ SECRET_CONFIG_PREFIXES = (f"{NAMESPACE}:kubeconfig-",)
 """Prefixes of such keys: a cluster's kubeconfig, `fjord:kubeconfig-<cluster>`."""
 
 
-CONFIG_KEYS = (SITE_KEY, *SECRET_CONFIG_KEYS, f"{NAMESPACE}:s3AccessKeyId", f"{NAMESPACE}:configureHosts")
+ALLOW_REMOVE_KEY = f"{NAMESPACE}:allowRemove"
+"""Clusters the operator means to remove: unprotected, and their removal accepted by `fjord alloc`/`diff`."""
+CONFIG_KEYS = (
+    SITE_KEY,
+    *SECRET_CONFIG_KEYS,
+    f"{NAMESPACE}:s3AccessKeyId",
+    f"{NAMESPACE}:configureHosts",
+    ALLOW_REMOVE_KEY,
+)
 """Every key of fjord's namespace a program or command reads, with SECRET_CONFIG_PREFIXES."""
 
 
@@ -258,8 +266,16 @@ def stacks_dir(explicit: Path | None = None) -> Path:
     return Path(__file__).resolve().parents[3] / "stacks"
 
 
+ALLOC_SUFFIX = ".alloc.yaml"
+"""`Pulumi.<stack>.alloc.yaml` beside a stack file is its allocation record (fjord.sizing.alloc), not a stack."""
+
+
 def list_stacks(directory: Path) -> list[str]:
-    names = {p.name[len("Pulumi.") : -len(".yaml")] for p in directory.glob("Pulumi.*.yaml") if p.is_file()}
+    names = {
+        p.name[len("Pulumi.") : -len(".yaml")]
+        for p in directory.glob("Pulumi.*.yaml")
+        if p.is_file() and not p.name.endswith(ALLOC_SUFFIX)
+    }
     return sorted(names)
 
 
@@ -380,6 +396,18 @@ def _at(raw: Any, path: tuple[str | int, ...]) -> Any:
         elif isinstance(label, int) and isinstance(value, list | tuple):
             return value
     return value
+
+
+def allow_remove(cfg: StackConfig) -> tuple[str, ...]:
+    """The clusters `fjord:allowRemove` lists (a list of names, or one comma-separated string)."""
+    value = cfg.config.get(ALLOW_REMOVE_KEY)
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        problem = Problem(ALLOW_REMOVE_KEY, value, "must list cluster names; allowed: a list such as [h200]")
+        raise SiteError([problem], str(cfg.path or cfg.stack))
+    return tuple(v.strip() for v in items if v.strip())
 
 
 def load_site(raw: Any, source: str = "") -> Site:
