@@ -1,7 +1,9 @@
 """`fjord`: validate, size and plan GPU sites described in `stacks/Pulumi.<stack>.yaml`.
 
 Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stderr, field path first);
-2 usage errors (Typer); 4 a stack is over the resource budget; 5 a mandatory policy rule failed (docs/policy.md).
+2 usage errors (Typer); 3 `fjord diff`: the change is disruptive (drains, restarts or removes nodes), or
+`fjord bmc`: some nodes failed; 4 a stack is over the resource budget; 5 a mandatory policy rule failed
+(docs/policy.md).
 """
 
 from __future__ import annotations
@@ -378,10 +380,13 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
 
 # Sub-commands in their own modules, registered last: they use the helpers above.
 from fjord.cli import artifacts, bmc, site, state  # noqa: E402
+from fjord.cli.change import alloc, diff  # noqa: E402
 from fjord.cli.render import render  # noqa: E402
 
 app.command()(render)
 app.command()(configure)
+app.command()(alloc)
+app.command()(diff)
 app.add_typer(bmc.app, name="bmc")
 app.add_typer(state.app, name="state")
 app.add_typer(artifacts.app, name="artifacts")
