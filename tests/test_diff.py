@@ -128,7 +128,8 @@ def test_a_moved_address_is_rejected(repo: Path) -> None:
     record = (repo / "Pulumi.uk.alloc.yaml").read_text(encoding="utf-8")
     # A hand edit that swaps two units' BMC subnets: every node of both would be renumbered.
     first, second = "bmc: 10.20.1.0/26", "bmc: 10.20.1.64/26"
-    assert first in record and second in record
+    assert first in record
+    assert second in record
     edited = record.replace(first, "bmc: SWAP").replace(second, first).replace("bmc: SWAP", second)
     (repo / "Pulumi.uk.alloc.yaml").write_text(edited, encoding="utf-8")
     code, doc = diff(repo, "--json")

@@ -62,5 +62,6 @@ def test_core_stacks_and_names() -> None:
     assert not is_core("corex")
     assert apply_order(["uk", "b-core", "a", "core"]) == ["b-core", "core", "a", "uk"]
     assert stack_of("stacks/Pulumi.uk.yaml") == "uk"
+    assert stack_of("stacks/Pulumi.uk.alloc.yaml") == "uk"  # the allocation record touches its stack
     assert stack_of("stacks/sub/Pulumi.uk.yaml") is None
     assert stack_of("stacks/Pulumi..yaml") is None

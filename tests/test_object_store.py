@@ -33,7 +33,7 @@ from fjord.cli.state import EXIT_STORE
 from fjord.spec.load import default_site
 
 from .ceph_cluster import CephCluster, CephUnavailable, S3User, missing_binaries
-from .test_cli import CIPHERTEXT
+from .test_cli import CIPHERTEXT, write_record
 
 pytestmark = pytest.mark.rgw
 MiB = 1 << 20
@@ -91,6 +91,7 @@ def lab_stack(
     site["tenants"][0]["buckets"] = ["datasets", "checkpoints"]
     doc = {"config": {"fjord:site": site, **(config or {})}}
     (folder / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    write_record(folder, name, site)  # the program (artifacts publish plans) requires the allocation record
     return name
 
 

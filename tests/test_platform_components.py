@@ -4,6 +4,7 @@ the spec, nothing is registered twice, the ownership switch reaches the Helm rel
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,7 @@ def test_plan_and_render_never_show_the_kubeconfig(tmp_path: Path) -> None:
     ciphertext = "v1:ZmpvcmQta3ViZWNvbmZpZy1jaXBoZXJ0ZXh0LXNob3VsZC1uZXZlci1sZWFr"
     doc["config"]["fjord:kubeconfig-b200"] = {"secure": ciphertext}
     (tmp_path / "Pulumi.uk.yaml").write_text(yaml.safe_dump(doc))
+    shutil.copy(STACKS / "Pulumi.uk.alloc.yaml", tmp_path)  # the program requires the allocation record
     runner = CliRunner()
     plan = runner.invoke(app, ["plan", "uk", "--stacks-dir", str(tmp_path), "--json"])
     assert plan.exit_code == 0, plan.output

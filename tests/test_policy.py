@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -213,6 +214,7 @@ def test_plan_fails_a_mandatory_rule_with_exit_5_naming_it(tmp_path: Path) -> No
     raw = stack_site("uk")
     raw["storage"][1]["endpoint"] = "https://s3.frankfurt.fjord.example"
     (stacks / "Pulumi.uk.yaml").write_text(yaml.safe_dump({"config": {"fjord:site": raw}}))
+    shutil.copy(STACKS / "Pulumi.uk.alloc.yaml", stacks)  # the program requires the stack's allocation record
     cmd = [sys.executable, "-m", "fjord", "plan", "uk", "--stacks-dir", str(stacks), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 5, proc.stderr

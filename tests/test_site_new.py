@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fjord.cli.main import EXIT_REJECTED, app
+from fjord.sizing.alloc import read as read_alloc
 from fjord.sizing.site import size_site
 from fjord.spec.load import load_site, read_stack
 
@@ -64,6 +65,10 @@ def test_no_input_writes_a_stack_that_validates_and_sizes(tmp_path: Path) -> Non
     assert store.endpoint == "http://127.0.0.1:7480"
     assert store.jurisdiction == "EEA"
     assert size_site(site).gpus == 384
+    # Its allocation record beside it, current: the program plans the new site as it is.
+    record = read_alloc("oslo", tmp_path)
+    assert record is not None
+    assert size_site(site, record, require_current=True).alloc == record
     # the size report follows, as `fjord size` shows it
     assert "Written" not in out
     assert "written" in out

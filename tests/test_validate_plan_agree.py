@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pulumi
 import pytest
@@ -39,19 +41,28 @@ def validate(raw: Raw) -> Outcome:
 def plan(raw: Raw) -> Outcome:
     """The Pulumi program, as `fjord plan` and `pulumi up` run it, on this site; its problems if it rejects it."""
     from fjord import program
+    from fjord.sizing.alloc import alloc_path, dump
 
     pulumi.runtime.set_all_config({"fjord:site": json.dumps(raw)})
-    try:
+    with tempfile.TemporaryDirectory() as folder:
+        # The stack's allocation record, as `fjord alloc` writes it for a site validate accepts (the program
+        # requires one; docs/safe-change.md). A rejected site has none: the program rejects it first.
+        try:
+            _, size = validate_site(raw)
+            alloc_path(pulumi.get_stack(), Path(folder)).write_text(dump(size.alloc, "test"), encoding="utf-8")
+        except SiteError:
+            pass
+        try:
 
-        @pulumi.runtime.test
-        def run() -> None:
-            program.main()
+            @pulumi.runtime.test
+            def run() -> None:
+                program.main(Path(folder))
 
-        run()
-    except SiteError as exc:
-        return tuple(exc.lines())
-    finally:
-        pulumi.runtime.set_all_config({})
+            run()
+        except SiteError as exc:
+            return tuple(exc.lines())
+        finally:
+            pulumi.runtime.set_all_config({})
     return None
 
 

@@ -231,6 +231,7 @@ def new(
     stacks_dir_: StacksDir = None,
 ) -> None:
     """Write stacks/Pulumi.<name>.yaml for a new site, validated and sized at once, then show its size."""
+    from fjord.sizing.alloc import alloc_path, dump
     from fjord.sizing.site import validate_site
     from fjord.spec.catalog import GPU_CATALOG
     from fjord.spec.errors import SiteError
@@ -306,6 +307,8 @@ def new(
         Path(tmp).unlink(missing_ok=True)
     read_back = load_site(read_stack(name, folder).site, str(path))
     assert read_back == site, "the written stack reads back as the site validated"
+    # Its allocation record, which the program requires (docs/safe-change.md): a new site's first allocation.
+    alloc_path(name, folder).write_text(dump(sized.alloc, name), encoding="utf-8")
     out.print(labelled("written", "green", f" {path}: site {name}, {summary}"))
     from fjord.cli.main import show_size
 

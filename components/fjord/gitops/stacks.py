@@ -54,6 +54,8 @@ def stack_of(path: str, folder: str = STACKS_FOLDER) -> str | None:
     if str(p.parent) != folder or not (p.name.startswith("Pulumi.") and p.name.endswith(".yaml")):
         return None
     name = p.name[len("Pulumi.") : -len(".yaml")]
+    # `Pulumi.<stack>.alloc.yaml` is the stack's allocation record (docs/safe-change.md): it touches that stack.
+    name = name.removesuffix(".alloc")
     return name or None
 
 

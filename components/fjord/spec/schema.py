@@ -32,6 +32,12 @@ _OTHER_KEYS: dict[str, dict[str, Any]] = {
         "description": "false: `pulumi up` leaves the hosts alone (no HostConfig runs the playbooks).",
         "default": True,
     },
+    f"{NAMESPACE}:allowRemove": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Clusters meant to be removed: unprotected, and their removal from the spec accepted by"
+        " `fjord alloc` and `fjord diff` (docs/safe-change.md).",
+    },
 }
 
 
