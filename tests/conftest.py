@@ -7,6 +7,7 @@ registrations it made through the `registrations` fixture, which clears the reco
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ STACKS = REPO / "stacks"
 MOCKS = PlanMocks()
 MONITOR = RecordingMonitor(MOCKS)
 pulumi.runtime.set_mocks(MOCKS, project="fjord", stack="test", preview=False, monitor=MONITOR)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """fjord's per-machine state (the multipart upload journal) goes to a temp dir, not the user's home."""
+    os.environ.setdefault("FJORD_STATE_DIR", str(tmp_path_factory.mktemp("fjord-state")))
 
 
 @pytest.fixture

@@ -12,24 +12,40 @@
 - RGW's Admin Ops API (`/admin/...`, SigV4-signed like S3) for users, bucket owners and quotas; it needs
   an S3 user with the `users=*; buckets=*` caps.
 
+Errors: every boto3, s3transfer and botocore exception (boto3's `S3UploadFailedError` wraps the server's
+answer: it is unwrapped) leaves as an `S3Error` subclass with one line naming the action, endpoint, bucket
+and key; see `_errors`.
+
+Multipart uploads are never left behind: a failed upload is aborted (s3transfer tries, and fjord aborts
+every upload it started, again, when that did not work), and each upload fjord starts is written to an
+`UploadJournal` on this machine until it completes or is aborted, so that one whose process was killed, or
+whose abort failed because the endpoint was gone, is aborted by the next run (`abort_left_uploads`).
+
 The secret key is held by `S3Credentials` (never in its repr) and appears in no error message.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 import boto3
+import boto3.exceptions as b3ex
 import botocore.exceptions as bex
+import s3transfer.exceptions as s3tex
 from boto3.s3.transfer import TransferConfig
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -37,6 +53,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.httpsession import URLLib3Session
 
+LOG = logging.getLogger("fjord.s3")
 Checksum = Literal["md5", "crc32", "crc32c", "sha256"]
 SHA256_META = "fjord-sha256"
 MiB = 1 << 20
@@ -151,6 +168,152 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload fjord started and has not seen complete or aborted."""
+
+    endpoint: str
+    bucket: str
+    key: str
+    upload_id: str
+    host: str
+    pid: int
+    started: str
+
+    def left(self) -> bool:
+        """Whether it is left behind: the process that started it (on this host) is gone, or it is this process
+        and the upload is no longer in progress. An upload journalled on another host is left (the journal is
+        per machine; a shared home is the exception this errs on)."""
+        if self.host != socket.gethostname():
+            return True
+        if self.pid == os.getpid():
+            with _IN_PROGRESS_LOCK:
+                return self.upload_id not in _IN_PROGRESS
+        return not self._running()
+
+    def _running(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+_IN_PROGRESS: set[str] = set()
+"""Upload ids of the multipart uploads this process is sending now (any ObjectStore)."""
+_IN_PROGRESS_LOCK = threading.Lock()
+
+
+def default_journal_path() -> Path:
+    """$FJORD_STATE_DIR, else $XDG_STATE_HOME/fjord, else ~/.local/state/fjord; then multipart-uploads.json."""
+    base = os.environ.get("FJORD_STATE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        base = str(Path(xdg) / "fjord")
+    return Path(base) / "multipart-uploads.json"
+
+
+class UploadJournal:
+    """The multipart uploads fjord started on this machine and has not finished, in a small JSON file (no
+    secret in it: endpoint, bucket, key, upload id, host, pid, time). Changes are made under an exclusive
+    file lock, so that several fjord processes share one journal."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_journal_path()
+
+    @contextmanager
+    def _locked(self) -> Iterator[list[OpenUpload]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(self.path.name + ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                entries: list[OpenUpload] = []
+                with suppress(FileNotFoundError, ValueError, TypeError):
+                    entries = [OpenUpload(**e) for e in json.loads(self.path.read_text(encoding="utf-8"))]
+                before = list(entries)
+                yield entries
+                if entries != before:
+                    tmp = self.path.with_name(self.path.name + ".tmp")
+                    tmp.write_text(json.dumps([asdict(e) for e in entries], indent=1), encoding="utf-8")
+                    tmp.replace(self.path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # A journal that cannot be written (a read-only home) must not fail the upload itself: it is logged.
+
+    def add(self, endpoint: str, bucket: str, key: str, upload_id: str) -> None:
+        started = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        entry = OpenUpload(endpoint, bucket, key, upload_id, socket.gethostname(), os.getpid(), started)
+        try:
+            with self._locked() as entries:
+                entries.append(entry)
+        except OSError as exc:
+            LOG.warning("cannot journal multipart upload %s of %s/%s in %s: %s", upload_id, bucket, key, self.path, exc)
+
+    def remove(self, endpoint: str, upload_ids: set[str]) -> None:
+        try:
+            with self._locked() as entries:
+                entries[:] = [e for e in entries if not (e.endpoint == endpoint and e.upload_id in upload_ids)]
+        except OSError as exc:
+            LOG.warning("cannot update the multipart upload journal %s: %s", self.path, exc)
+
+    def entries(self, endpoint: str | None = None) -> list[OpenUpload]:
+        try:
+            with self._locked() as entries:
+                return [e for e in entries if endpoint is None or e.endpoint == endpoint]
+        except OSError as exc:
+            LOG.warning("cannot read the multipart upload journal %s: %s", self.path, exc)
+            return []
+
+
+def _first_line(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose message cannot be formatted still gets a line: its class
+        text = ""
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+_WRAPPERS = (
+    b3ex.S3UploadFailedError,
+    b3ex.S3TransferFailedError,
+    b3ex.RetriesExceededError,
+    s3tex.S3UploadFailedError,
+    s3tex.S3DownloadFailedError,
+    s3tex.RetriesExceededError,
+)
+_TRANSFER_ERRORS = (
+    s3tex.RetriesExceededError,
+    s3tex.S3UploadFailedError,
+    s3tex.S3DownloadFailedError,
+    s3tex.S3CopyFailedError,
+    s3tex.CancelledError,
+    s3tex.S3ValidationError,
+    s3tex.TransferNotDoneError,
+    s3tex.InvalidSubscriberMethodError,
+    bex.UndefinedModelAttributeError,
+)
+"""s3transfer's own exception classes (none of them derives from a boto3 or botocore one), and the one
+botocore class outside BotoCoreError/ClientError."""
+
+
+def _wrapped(exc: BaseException) -> BaseException:
+    """The error a boto3/s3transfer wrapper stands for: S3UploadFailedError, RetriesExceededError and
+    S3TransferFailedError carry it as their cause, context or `last_exception`."""
+    seen: set[int] = set()
+    current = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "last_exception", None) or current.__cause__ or current.__context__
+        if not isinstance(current, _WRAPPERS) or not isinstance(inner, BaseException):
+            return current
+        current = inner
+    return current
+
+
 class ObjectStore:
     """One S3 endpoint with one set of credentials. Holds an open client: never pickle it into a resource."""
 
@@ -160,11 +323,15 @@ class ObjectStore:
         credentials: S3Credentials,
         region: str = "default",
         settings: TransferSettings | None = None,
+        journal: UploadJournal | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.region = region
         self.settings = settings or TransferSettings()
+        self.journal = journal or UploadJournal()
         self._creds = credentials
+        self._started: dict[tuple[str, str], list[str]] = {}
+        self._started_lock = threading.Lock()
         s = self.settings
         flexible = s.checksum != "md5"
         self.config = Config(
@@ -178,16 +345,23 @@ class ObjectStore:
             request_checksum_calculation="when_supported" if flexible else "when_required",
             response_checksum_validation="when_supported" if flexible else "when_required",
         )
-        self.client: Any = boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=credentials.access_key_id,
-            aws_secret_access_key=credentials.secret_access_key,
-            config=self.config,
-        )
+        try:
+            self.client: Any = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=credentials.access_key_id,
+                aws_secret_access_key=credentials.secret_access_key,
+                config=self.config,
+            )
+        except (
+            bex.BotoCoreError,
+            b3ex.Boto3Error,
+        ) as exc:  # (a ValueError, such as 'Invalid endpoint', is the caller's)
+            raise S3Error(f"S3 endpoint {self.endpoint!r}: no client can be made for it ({_first_line(exc)})") from None
         if not flexible:
             for op in ("PutObject", "UploadPart"):
                 self.client.meta.events.register(f"before-call.s3.{op}", _content_md5)
+        self.client.meta.events.register("after-call.s3.CreateMultipartUpload", self._upload_created)
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.endpoint!r}, access key {self._creds.access_key_id})"
@@ -199,25 +373,40 @@ class ObjectStore:
 
     @contextmanager
     def _errors(self, action: str, bucket: str = "", key: str = "") -> Iterator[None]:
-        where = f"{self.endpoint}/{bucket}" + (f"/{key}" if key else "") if bucket else self.endpoint
+        """Every boto3, s3transfer and botocore exception raised inside, as an `S3Error`."""
         try:
             yield
-        except bex.ClientError as exc:
-            raise self._client_error(exc, action, where, bucket) from None
-        except (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ConnectionClosedError) as exc:
-            raise EndpointUnreachable(
-                f"{action}: S3 endpoint {self.endpoint} is unreachable after {self.settings.max_attempts} attempts"
-                f" ({type(exc).__name__})"
-            ) from None
-        except bex.ReadTimeoutError:
-            raise EndpointUnreachable(
+        except (bex.BotoCoreError, bex.ClientError, b3ex.Boto3Error, *_TRANSFER_ERRORS) as exc:
+            raise self.translate(exc, action, bucket, key) from None
+
+    def translate(self, exc: BaseException, action: str, bucket: str = "", key: str = "") -> S3Error:
+        """One boto3/s3transfer/botocore exception as fjord's `S3Error` (a subclass where one fits). boto3 wraps
+        the server's answer in S3UploadFailedError/RetriesExceededError: the error it wraps decides."""
+        where = f"{self.endpoint}/{bucket}" + (f"/{key}" if key else "") if bucket else self.endpoint
+        cause = _wrapped(exc)
+        if isinstance(cause, S3Error):
+            return cause
+        if isinstance(cause, bex.ClientError):
+            return self._client_error(cause, action, where, bucket)
+        if isinstance(cause, bex.ReadTimeoutError):
+            return EndpointUnreachable(
                 f"{action}: S3 endpoint {self.endpoint} did not answer within {self.settings.read_timeout_s:g} s"
                 f" ({self.settings.max_attempts} attempts)"
-            ) from None
-        except bex.NoCredentialsError:
-            raise CredentialsRejected(f"{action}: no S3 credentials for {self.endpoint}") from None
-        except bex.BotoCoreError as exc:
-            raise S3Error(f"{action} at {where}: {type(exc).__name__}") from None
+            )
+        if isinstance(cause, bex.ConnectionError | bex.HTTPClientError):
+            return EndpointUnreachable(
+                f"{action}: S3 endpoint {self.endpoint} is unreachable after {self.settings.max_attempts} attempts"
+                f" ({type(cause).__name__})"
+            )
+        if isinstance(cause, bex.NoCredentialsError | bex.PartialCredentialsError | bex.CredentialRetrievalError):
+            return CredentialsRejected(
+                f"{action}: no usable S3 credentials for {self.endpoint} ({type(cause).__name__})"
+            )
+        if isinstance(cause, bex.ChecksumError | bex.FlexibleChecksumError | bex.IncompleteReadError):
+            return ChecksumMismatch(f"{action}: {where}: the answer was cut or corrupted ({type(cause).__name__})")
+        if isinstance(cause, bex.ParamValidationError):
+            return S3Error(f"{action} at {where}: the request is invalid: {_first_line(cause)}")
+        return S3Error(f"{action} at {where}: {type(cause).__name__}: {_first_line(cause)}")
 
     def _client_error(self, exc: bex.ClientError, action: str, where: str, bucket: str) -> S3Error:
         err = exc.response.get("Error", {})
@@ -232,7 +421,12 @@ class ObjectStore:
                 f"{action}: bucket {bucket!r} at {self.endpoint} belongs to another user ({code});"
                 " choose another bucket name or have its owner grant access"
             )
-        if code in ("AccessDenied", "403"):
+        if code == "403":  # a HEAD's 403 has no body to tell a wrong secret from a missing permission
+            return CredentialsRejected(
+                f"{action}: S3 endpoint {self.endpoint} refused access key {self._creds.access_key_id} at {where}"
+                " (HTTP 403: a wrong secret key, or no permission)"
+            )
+        if code == "AccessDenied":
             return CredentialsRejected(
                 f"{action}: access key {self._creds.access_key_id} may not do this at {where} ({code})"
             )
@@ -365,19 +559,85 @@ class ObjectStore:
         progress: Callable[[int], None] | None = None,
     ) -> ObjectInfo:
         """Upload a file (multipart above the threshold) with its SHA-256 in the metadata; returns what was sent
-        (`head` reads back what is stored)."""
+        (`head` reads back what is stored). A multipart upload that fails, or is interrupted (Ctrl-C), is
+        aborted; one that cannot be aborted now stays in the journal for `abort_left_uploads`."""
         digest = sha256_file(path)
         meta = {**(metadata or {}), SHA256_META: digest}
-        with self._errors("upload", bucket, key):
-            self.client.upload_file(
-                str(path),
-                bucket,
-                key,
-                ExtraArgs={"Metadata": meta, **self._extra()},
-                Config=self.settings.transfer_config(),
-                Callback=progress,
-            )
+        started: list[str] = []
+        with self._started_lock:
+            self._started[(bucket, key)] = started
+        try:
+            with self._errors("upload", bucket, key):
+                self.client.upload_file(
+                    str(path),
+                    bucket,
+                    key,
+                    ExtraArgs={"Metadata": meta, **self._extra()},
+                    Config=self.settings.transfer_config(),
+                    Callback=progress,
+                )
+        except BaseException:
+            self._abort(bucket, key, started)
+            raise
+        else:
+            self.journal.remove(self.endpoint, set(started))
+        finally:
+            with self._started_lock:
+                self._started.pop((bucket, key), None)
+            with _IN_PROGRESS_LOCK:
+                _IN_PROGRESS.difference_update(started)
         return ObjectInfo(key, path.stat().st_size, "", meta)
+
+    def _upload_created(self, parsed: Mapping[str, Any], **_: Any) -> None:
+        """botocore `after-call` hook of CreateMultipartUpload: journal the upload before any part is sent."""
+        upload_id, bucket, key = parsed.get("UploadId"), parsed.get("Bucket"), parsed.get("Key")
+        if not upload_id or not bucket or not key:
+            return
+        with _IN_PROGRESS_LOCK:
+            _IN_PROGRESS.add(str(upload_id))
+        self.journal.add(self.endpoint, str(bucket), str(key), str(upload_id))
+        with self._started_lock:
+            started = self._started.get((str(bucket), str(key)))
+            if started is not None:
+                started.append(str(upload_id))
+
+    def _abort(self, bucket: str, key: str, upload_ids: list[str]) -> list[str]:
+        """Abort these uploads (s3transfer may have done so already: NoSuchUpload is fine); the ids aborted or
+        found gone are removed from the journal, the others stay there for the next run."""
+        done: set[str] = set()
+        for upload_id in upload_ids:
+            try:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                done.add(upload_id)
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                    done.add(upload_id)
+            except (bex.BotoCoreError, b3ex.Boto3Error):
+                pass  # the endpoint is gone: the journal keeps the upload for the next run
+        if done:
+            self.journal.remove(self.endpoint, done)
+        return sorted(done)
+
+    def abort_left_uploads(self) -> list[OpenUpload]:
+        """Abort the multipart uploads that runs on this machine left at this endpoint (killed, or their abort
+        failed) and whose process is gone; returns those aborted (or found gone already)."""
+        left = [e for e in self.journal.entries(self.endpoint) if e.left()]
+        aborted: list[OpenUpload] = []
+        for e in left:
+            with self._errors("abort an unfinished upload", e.bucket, e.key):
+                if e.upload_id in self._abort(e.bucket, e.key, [e.upload_id]):
+                    aborted.append(e)
+        return aborted
+
+    def open_uploads(self, bucket: str, prefix: str = "") -> list[dict[str, str]]:
+        """Multipart uploads the endpoint holds open in a bucket (key, upload id, initiated)."""
+        found: list[dict[str, str]] = []
+        with self._errors("list multipart uploads", bucket):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for u in page.get("Uploads", []):
+                    found.append({"key": u["Key"], "upload_id": u["UploadId"], "initiated": str(u["Initiated"])})
+        return found
 
     def put_bytes(self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         meta = {**(metadata or {}), SHA256_META: hashlib.sha256(data).hexdigest()}
@@ -451,7 +711,7 @@ class ObjectStore:
         session = URLLib3Session(timeout=timeouts)  # type: ignore[arg-type]
         try:
             resp = session.send(request.prepare())
-        except bex.HTTPClientError as exc:
+        except (bex.HTTPClientError, bex.ConnectionError) as exc:
             raise EndpointUnreachable(
                 f"admin {resource}: S3 endpoint {self.endpoint} is unreachable ({type(exc).__name__})"
             ) from None
@@ -474,7 +734,13 @@ class ObjectStore:
                     f" {self.endpoint} ({code or 403}); it needs the caps 'users=*; buckets=*'"
                 )
             raise S3Error(f"admin {resource} at {self.endpoint}: HTTP {resp.status_code} {code}")
-        return json.loads(resp.content) if resp.content else {}
+        try:
+            return json.loads(resp.content) if resp.content else {}
+        except ValueError:
+            raise S3Error(
+                f"admin {resource} at {self.endpoint}: HTTP {resp.status_code} with an answer that is no JSON"
+                " (is this an RGW with the Admin Ops API?)"
+            ) from None
 
     def bucket_owner(self, bucket: str) -> str | None:
         info = self.admin("GET", "bucket", {"bucket": bucket})

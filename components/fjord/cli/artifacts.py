@@ -102,12 +102,19 @@ def upload(
 ) -> list[ObjectInfo]:
     """Upload (file, kind) pairs with the artifact metadata; the objects as stored. `opened`: the stack's
     `open_store` result where the caller has it already."""
-    from fjord.adapters.s3 import S3Error
+    from fjord.adapters.s3 import NotFound, S3Error
 
     site, target, store = opened or open_store(stack, folder)
     commit = git_commit(stacks_dir(folder))
     stored: list[ObjectInfo] = []
     try:
+        for left in store.abort_left_uploads():
+            err.print(
+                plain(
+                    f"aborted an unfinished upload of {left.bucket}/{left.key} left by an earlier run ({left.started})"
+                ),
+                soft_wrap=True,
+            )
         for path, kind in files:
             when = dt.datetime.now(dt.UTC).replace(microsecond=0)
             meta = {
@@ -122,6 +129,8 @@ def upload(
             with _progress(f"upload {path.name}", path.stat().st_size) as advance:
                 store.put_file(target.artifacts_bucket, key, path, meta, advance)
             stored.append(store.head(target.artifacts_bucket, key))
+    except NotFound as exc:
+        raise store_failed(NotFound(f"{exc}; create the site's buckets with `fjord state init {stack}`")) from None
     except S3Error as exc:
         raise store_failed(exc) from None
     return stored

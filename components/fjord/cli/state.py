@@ -113,7 +113,7 @@ def open_store(stack: str, folder: Path | None) -> tuple[Site, StoreTarget, Obje
 def connect_store(stack: str, folder: Path | None, site: Site, source: str) -> tuple[StoreTarget, ObjectStore]:
     """The resolved object store of the stack's validated `site` and a client for it; rejects a site without
     one (`source`: where the site came from, for the message)."""
-    from fjord.adapters.s3 import ObjectStore, TransferSettings
+    from fjord.adapters.s3 import ObjectStore, S3Error, TransferSettings
 
     target = site.store()
     if target is None:
@@ -140,6 +140,8 @@ def connect_store(stack: str, folder: Path | None, site: Site, source: str) -> t
     )
     try:
         return target, ObjectStore(target.endpoint, creds, target.region, settings)
+    except S3Error as exc:
+        raise store_failed(exc) from None
     except ValueError as exc:  # botocore refuses an endpoint the spec's URL check let through: no traceback
         where = f"storage tier {spec.tier!r}" if spec.tier else "object_store.endpoint"
         raise reject(
