@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench tools
 	$(BIN)/lint-imports
-	$(BIN)/yamllint --strict stacks Pulumi.yaml mkdocs.yml components/fjord/spec/default_site.yaml
+	$(BIN)/yamllint --strict stacks Pulumi.yaml mkdocs.yml components/fjord/spec/default_site.yaml policy .github .gitlab-ci.yml
 	$(BIN)/yamllint --strict playbooks .ansible-lint
 	$(BIN)/ansible-lint --profile production --offline playbooks
 

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# actionlint for the GitOps workflow tests (docs/gitops.md, tests/test_gitops_pipelines.py): built from its Go module
-# through the Go module proxy into a cache outside the repository:
-#   ${FJORD_ACTIONLINT_CACHE:-/var/cache/fjord-actionlint}/<version>/bin/actionlint
-# The tests look there (or on PATH). Idempotent: instant when that version is already built.
+# The linters of the GitOps pipelines' tests (docs/gitops.md, tests/test_gitops_pipelines.py):
+# - actionlint, built from its Go module through the Go module proxy into a cache outside the repository:
+#     ${FJORD_ACTIONLINT_CACHE:-/var/cache/fjord-actionlint}/<version>/bin/actionlint
+# - shellcheck from Debian's packages (actionlint runs it on every `run:` script; the tests on ci/gitops/*.sh).
+# The workflow schemas come with the check-jsonschema dev dependency. Idempotent: instant when all are there.
 set -euo pipefail
 version=v1.7.12
 cache=${FJORD_ACTIONLINT_CACHE:-/var/cache/fjord-actionlint}
 bin="$cache/$version/bin"
+
+if ! command -v shellcheck >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends shellcheck >/dev/null
+  echo "setup-actionlint: installed shellcheck"
+fi
+
 if [ -x "$bin/actionlint" ] && "$bin/actionlint" -version 2>/dev/null | head -1 | grep -qx "$version"; then
   echo "setup-actionlint: actionlint $version already in $bin"
   exit 0

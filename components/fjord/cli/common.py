@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from fjord.spec.models import Site
 
 EXIT_REJECTED = 1
-EXIT_POLICY = 5
+EXIT_POLICY = 6
 """A mandatory policy rule failed (`fjord plan`, `fjord gitops check`): the change is valid but not allowed here."""
 
 # Piped output (CI logs, GitOps comments) gets wide tables instead of rich's 80-column default.

@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stderr, field path first);
 2 usage errors (Typer); 3 `fjord diff`: the change is disruptive (drains, restarts or removes nodes), or
-`fjord bmc`: some nodes failed; 4 a stack is over the resource budget; 5 a mandatory policy rule failed
+`fjord bmc`: some nodes failed; 4 a stack is over the resource budget; 6 a mandatory policy rule failed
 (docs/policy.md).
 """
 
@@ -283,7 +283,7 @@ def plan(
     """Run the real Pulumi program offline under Pulumi's mock runtime and summarise what it registers.
 
     fjord's policy rules (docs/policy.md) run over every planned site: advisory findings are shown, a mandatory
-    one fails the plan with exit 5."""
+    one fails the plan with exit 6."""
     folder = stacks_dir(stacks_dir_)
     names = list(dict.fromkeys(stacks)) if stacks else stack_names(folder)  # each stack once, in the order given
     if not names:
@@ -379,7 +379,7 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
 
 
 # Sub-commands in their own modules, registered last: they use the helpers above.
-from fjord.cli import artifacts, bmc, site, state  # noqa: E402
+from fjord.cli import artifacts, bmc, gitops, site, state  # noqa: E402
 from fjord.cli.change import alloc, diff  # noqa: E402
 from fjord.cli.render import render  # noqa: E402
 
@@ -390,6 +390,7 @@ app.command()(diff)
 app.add_typer(bmc.app, name="bmc")
 app.add_typer(state.app, name="state")
 app.add_typer(artifacts.app, name="artifacts")
+app.add_typer(gitops.app, name="gitops")
 app.add_typer(site.app, name="site")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -25,6 +26,13 @@ EMBEDDED_SITE = "components/fjord/spec/default_site.yaml"
 """The `dev` stack's site when its stack file sets none."""
 
 CORE_SUFFIX = "-core"
+
+STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+"""A stack name the pipelines accept (Pulumi's letters, digits, '-' and '_'): a file name with anything else in it
+(a '$(...)', a space, a quote) never reaches a shell or a job name."""
+
+SIDE_FILES = (".alloc",)
+"""`Pulumi.<stack><suffix>.yaml` files that belong to a stack (its allocation record) and touch it."""
 
 
 def is_core(stack: str) -> bool:
@@ -55,8 +63,9 @@ def stack_of(path: str, folder: str = STACKS_FOLDER) -> str | None:
         return None
     name = p.name[len("Pulumi.") : -len(".yaml")]
     # `Pulumi.<stack>.alloc.yaml` is the stack's allocation record (docs/safe-change.md): it touches that stack.
-    name = name.removesuffix(".alloc")
-    return name or None
+    for suffix in SIDE_FILES:
+        name = name.removesuffix(suffix)
+    return name if STACK_NAME.fullmatch(name) else None
 
 
 def is_shared(path: str) -> bool:

@@ -1,7 +1,7 @@
 """fjord's policy rules: each one a pure function over the validated site, its sizing, its Kubernetes platform data,
 the stack's config and (for the blast radius) what a change does to the site.
 
-A rule has a severity: `mandatory` violations fail `fjord plan` (exit 5), `fjord gitops check` and, through the
+A rule has a severity: `mandatory` violations fail `fjord plan` (exit 6), `fjord gitops check` and, through the
 CrossGuard pack in `policy/`, `pulumi preview/up --policy-pack policy`; `advisory` ones are reported only.
 `PolicySettings` (the repository's `policy/config.yaml`) says which hosts stand in which jurisdiction, the blast
 radius limit, and may change a rule's severity or turn it off.
@@ -93,10 +93,10 @@ class Change:
 
     base_nodes: int
     """Nodes of the site before the change."""
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    restarted: tuple[str, ...] = ()
-    """Nodes the change restarts (BIOS, boot, firmware, driver, CUDA or Kubernetes changes reach them)."""
+    added: int = 0
+    removed: int = 0
+    restarted: int = 0
+    """Nodes the change drains and restarts (BIOS, firmware, driver, CUDA or Kubernetes changes reach them)."""
     moved: tuple[tuple[str, str, str, str], ...] = ()
     """(node, what, before, after) for every address or rack of an existing node that the change would move."""
 
@@ -547,7 +547,7 @@ def blast_radius(inp: PolicyInput) -> list[Violation]:
         found.append(
             Violation("nodes", str(len(change.moved)), f"and {len(change.moved) - 20} more moves of existing nodes")
         )
-    disrupted = len(set(change.restarted) | set(change.removed))
+    disrupted = change.restarted + change.removed
     limit = blast_limit(change, inp.settings)
     if disrupted > limit:
         found.append(
