@@ -95,13 +95,23 @@ def test_residency_fails_an_air_gap_registry_abroad_and_reports_unknown_hosts() 
 def test_plaintext_credentials_are_found_and_never_shown() -> None:
     raw = stack_site("narvik")
     # The site's URL fields refuse a user or password at validation (fjord.spec.models._url); a free-form value
-    # such as a BIOS attribute can still hold one, and the policy finds it.
+    # such as a BIOS attribute can still hold one, and so can what fjord builds from the site: the policy finds them.
     boot = "https://mirror:hunter2@mirror.narvik.fjord.example/boot.efi"
     raw["bmc"] = {"bios": {"AdminPassword": "hunter3", "HttpBootUri": boot}}
-    found = no_plaintext_credentials(inp(raw, **{"aws:secretKey": "hunter4", "aws:region": "eu-north-1"}))
-    assert {v.path for v in found} == {"aws:secretKey", "bmc.bios.HttpBootUri", "bmc.bios.AdminPassword"}
-    text = json.dumps(evaluate(inp(raw, **{"aws:secretKey": "hunter4"})).as_dict())
-    assert "hunter" not in text
+    base = inp(raw, **{"aws:secretKey": "hunter4", "aws:region": "eu-north-1"})
+    plat = base.platforms[0]
+    rel = plat.releases[0]
+    leaky = replace(rel, values={**rel.values, "repoUrl": "https://mirror:hunter5@charts.narvik.fjord.example"})
+    bad = replace(base, platforms=(replace(plat, releases=(leaky, *plat.releases[1:])), *base.platforms[1:]))
+    found = no_plaintext_credentials(bad)
+    assert {v.path for v in found} == {
+        "aws:secretKey",
+        "bmc.bios.AdminPassword",
+        "bmc.bios.HttpBootUri",
+        f"{plat.cluster}: release {rel.name} values.repoUrl",
+    }
+    assert "hunter" not in json.dumps(evaluate(bad).as_dict())
+    assert "hunter" not in "".join(evaluate(bad).lines())
     secret = inp(stack_site("uk"), **{"aws:secretKey": {"secure": "v1:abc"}})
     assert no_plaintext_credentials(secret) == []
 
