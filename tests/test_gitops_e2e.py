@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,10 +51,19 @@ def edit_uk(repo: Path, change: Any) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def commit_branch(repo: Path, branch: str, change: Any, message: str) -> None:
-    git(repo, "checkout", "-q", "-b", branch, "main")
+def commit_change(repo: Path, change: Any, message: str, fresh_record: bool = False) -> None:
+    """Change uk's spec, bring its allocation record up to date with `fjord alloc` (as an operator does: nothing
+    recorded moves), or with `fresh_record` write a new record from nothing (which renumbers), and commit."""
     edit_uk(repo, change)
+    if fresh_record:
+        (repo / "stacks" / "Pulumi.uk.alloc.yaml").unlink()
+    run(repo, "fjord", "alloc", "uk")
     git(repo, "commit", "-qam", message)
+
+
+def commit_branch(repo: Path, branch: str, change: Any, message: str, fresh_record: bool = False) -> None:
+    git(repo, "checkout", "-q", "-b", branch, "main")
+    commit_change(repo, change, message, fresh_record)
 
 
 @pytest.fixture
@@ -159,7 +169,7 @@ def test_grow_a_cluster_review_comment_in_place_merge_apply_and_drift(
 
     changed = json.loads(run(repo, "fjord", "gitops", "changed-stacks", "--base", "main", "--json").stdout)
     assert changed["stacks"] == ["uk"]
-    assert changed["reasons"] == {"uk": ["stacks/Pulumi.uk.yaml"]}
+    assert changed["reasons"] == {"uk": ["stacks/Pulumi.uk.alloc.yaml", "stacks/Pulumi.uk.yaml"]}
 
     run(repo, "ci/gitops/review.sh", "uk", "main", "out/uk")
     assert (repo / "out/uk/gate").read_text().strip() == "0"
@@ -180,8 +190,7 @@ def test_grow_a_cluster_review_comment_in_place_merge_apply_and_drift(
     publish = ("fjord", "gitops", "publish", "uk", "--body", "out/uk/comment.md", "--number", "7")
     assert "comment created" in run(repo, *publish, env=env).stdout
     assert "comment unchanged" in run(repo, *publish, env=env).stdout
-    edit_uk(repo, lambda site: site["clusters"][1].__setitem__("gpus", 4608))
-    git(repo, "commit", "-qam", "uk: two more B200 scalable units")
+    commit_change(repo, lambda site: site["clusters"][1].__setitem__("gpus", 4608), "uk: two more B200 units")
     run(repo, "ci/gitops/review.sh", "uk", "main", "out/uk")
     assert "64 nodes added" in (repo / "out/uk/comment.md").read_text()
     assert "comment updated" in run(repo, *publish, env=env).stdout
@@ -213,8 +222,7 @@ def test_grow_a_cluster_review_comment_in_place_merge_apply_and_drift(
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
 
     # Main moves on without an apply: the drift check reports it (exit 3) and still writes nothing.
-    edit_uk(repo, lambda site: site["clusters"][1].__setitem__("gpus", 4864))
-    git(repo, "commit", "-qam", "uk: merged but never applied")
+    commit_change(repo, lambda site: site["clusters"][1].__setitem__("gpus", 4864), "uk: merged, never applied")
     drifted = run(repo, "ci/gitops/drift.sh", "uk", "records", ok=False)
     assert drifted.returncode == 3
     assert "uk: drift: the spec differs from the one applied at" in drifted.stderr
@@ -223,18 +231,21 @@ def test_grow_a_cluster_review_comment_in_place_merge_apply_and_drift(
 
 
 def test_a_branch_that_moves_addresses_fails_the_gate_naming_blast_radius(repo: Path) -> None:
-    commit_branch(repo, "renumber", lambda s: s["ip_plan"].__setitem__("bmc", "10.30.0.0/20"), "uk: new BMC net")
+    # A new BMC supernet with the allocation record written afresh: every node's BMC address moves.
+    renumber = lambda s: s["ip_plan"].__setitem__("bmc", "10.30.0.0/20")  # noqa: E731
+    commit_branch(repo, "renumber", renumber, "uk: new BMC net", fresh_record=True)
     run(repo, "ci/gitops/review.sh", "uk", "main", "out/uk")
     assert (repo / "out/uk/gate").read_text().strip() == "6"
     body = (repo / "out/uk/comment.md").read_text()
     assert "blocked (the diff is rejected; mandatory policy failed: blast-radius)" in body
     assert "| blast-radius | mandatory | failed |" in body
-    assert "node uk-h200-su000-n001.bmc: an existing node would move" in body
+    assert re.search(r"node uk-h200-su000-n\d{3}\.bmc: an existing node would move", body)
     gate = run(repo, "ci/gitops/gate.sh", "uk", "out/uk", ok=False)
     assert gate.returncode == 6
     check = run(repo, "fjord", "gitops", "check", "uk", "--base", "main", ok=False)
     assert check.returncode == 6
-    assert "uk: policy blast-radius (mandatory): node uk-h200-su000-n001.bmc" in check.stderr
+    assert re.search(r"uk: policy blast-radius \(mandatory\): node uk-h\d00-su000-n\d{3}\.bmc", check.stderr)
+    assert "and 619 more moves of existing nodes (got 639)" in check.stderr
 
 
 def test_a_branch_that_breaks_residency_fails_the_gate_naming_the_rule(repo: Path) -> None:

@@ -162,34 +162,11 @@ def gitlab_pipeline(
     out.print(plain(f"{mode}: {len(result.stacks)} stacks ({', '.join(result.stacks) or 'none'}) in {out_file}"))
 
 
-def _side(root: Path, ref: str, rel: str, stack: str) -> tuple[Any, Any] | None:
-    """The stack's site and sizing at a git ref; None when the stack does not exist there."""
-    import yaml
-
-    from fjord.adapters.git import show
-    from fjord.gitops.stacks import EMBEDDED_SITE
-    from fjord.sizing.site import size_site
-    from fjord.spec.load import DEFAULT_STACK, SAFE_LOADER, load_site, parse_stack_doc
-
-    text = show(root, ref, f"{rel}/Pulumi.{stack}.yaml")
-    if text is None and stack != DEFAULT_STACK:
-        return None
-    doc = yaml.load(text, Loader=SAFE_LOADER) if text is not None else {}
-    cfg = parse_stack_doc(stack, doc or {})
-    site_raw = cfg.site
-    if cfg.embedded_default:
-        embedded = show(root, ref, EMBEDDED_SITE)
-        if embedded is not None:
-            site_raw = yaml.load(embedded, Loader=SAFE_LOADER)
-    site = load_site(site_raw, f"{ref}:{rel}/Pulumi.{stack}.yaml")
-    return site, size_site(site)
-
-
 DiffFile = Annotated[
     Path | None,
     typer.Option(
         "--diff",
-        help="`fjord diff <stack> --base REF --json` output (default: fjord's own node diff of the two sides).",
+        help="`fjord diff <stack> --base REF --json` output (default: the same diff, computed here).",
     ),
 ]
 
@@ -202,17 +179,22 @@ def review(
     policy_config: Path | None,
     diff_file: Path | None = None,
 ) -> tuple[StackReview, PolicyReport | None]:
-    """Validate the stack at the head (the work tree), diff it against `base`, run the policy: the gate's data."""
+    """Validate the stack at the head (the work tree), diff it against `base` (`fjord diff`'s logic, or its
+    `--json` output in `diff_file`), run the policy: the gate's data."""
     from fjord.adapters.git import GitError, resolve, short
+    from fjord.change.diff import diff_sites, to_json
+    from fjord.cli.change import _at_ref, _side
     from fjord.gitops.comment import StackReview
-    from fjord.gitops.diffs import change_from_diff, node_diff
+    from fjord.gitops.diffs import change_from_diff
     from fjord.policy import evaluate, load_settings, policy_input
     from fjord.policy.rules import default_settings_path
-    from fjord.sizing.site import size_site
-    from fjord.spec.load import load_site, read_stack
+    from fjord.sizing.alloc import alloc_path
+    from fjord.sizing.alloc import read as read_alloc
+    from fjord.sizing.site import validate_site
+    from fjord.spec.load import DEFAULT_STACK, read_stack
 
     root = _repo(repo)
-    folder, rel = _stacks_rel(root, stacks_dir_)
+    folder, _rel = _stacks_rel(root, stacks_dir_)
     try:
         base_ref = f"{base} ({short(root, resolve(root, base))})"
         head_ref = f"HEAD ({short(root, 'HEAD')})"
@@ -224,8 +206,8 @@ def review(
         raise reject(exc.source, exc.lines()) from None
     try:
         cfg = read_stack(stack, folder)
-        site = load_site(cfg.site, str(cfg.path or stack))
-        size = size_site(site)
+        source = str(cfg.path or f"{stack} (embedded default site)")
+        site, size = validate_site(cfg.site, source, read_alloc(stack, folder))
     except SiteError as exc:
         lines = [f"{exc.source}: {line}" if exc.source else line for line in exc.lines()]
         return StackReview(stack, base_ref, head_ref, lines, valid=False), None
@@ -236,12 +218,16 @@ def review(
     )
     diff = _read_json(diff_file, "--diff")
     if diff is None:
+        path, record = folder / f"Pulumi.{stack}.yaml", alloc_path(stack, folder)
+        embedded = stack == DEFAULT_STACK
         try:
-            before = _side(root, base, rel, stack)
+            old = _side(stack, _at_ref(base, path), _at_ref(base, record), f"{base}:{path.name}", embedded)
+            new_alloc = record.read_text(encoding="utf-8") if record.is_file() else None
+            new_text = path.read_text(encoding="utf-8") if path.is_file() else None
+            new = _side(stack, new_text, new_alloc, str(path), embedded)
+            diff = to_json(diff_sites(stack, old, new))
         except SiteError as exc:
-            before = None
-            summary += f"; the base's site does not validate ({exc.lines()[0]}), so there is no diff"
-        diff = node_diff(stack, before, (site, size), base_ref, head_ref) if before is not None else None
+            summary += f"; no diff: the base does not validate ({exc.lines()[0]})"
     change = change_from_diff(diff) if diff is not None else None
     report = evaluate(policy_input(stack, site, size, cfg, change=change, settings=settings))
     return StackReview(stack, base_ref, head_ref, [summary], True, diff=diff, policy=report.as_dict()), report
@@ -257,8 +243,9 @@ def check(
     diff: DiffFile = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """The pull request's gate for one stack: validate, diff against the base, policy. Exit 1 when the site is
-    rejected, 6 when a mandatory policy rule fails (a node that would move fails blast-radius)."""
+    """The pull request's gate for one stack: validate, diff against the base, policy. Exit 6 when a mandatory
+    policy rule fails (a node that would move fails blast-radius), 1 when the site or the diff is rejected (e.g.
+    an allocation record that is not current)."""
     r, report = review(stack, base, repo, stacks_dir_, policy_config, diff)
     if as_json:
         write_json(
@@ -288,6 +275,8 @@ def check(
     if not report.passed:
         policy_errors(stack, report.as_dict())
         raise typer.Exit(EXIT_POLICY)
+    if r.diff is not None and r.diff.get("verdict") == "rejected":
+        raise reject(f"stack {stack}", [f"diff: {p}" for p in r.diff.get("problems", [])] or ["diff: rejected"])
 
 
 def _read_json(path: Path | None, what: str) -> Any:

@@ -29,9 +29,10 @@ from fjord import program
 from fjord.plan.mocks import STACK_TYPE, PlanMocks, RecordingMonitor
 from fjord.policy import evaluate, load_settings, policy_input
 from fjord.policy.rules import PolicySettings, default_settings_path
-from fjord.sizing.site import size_site
+from fjord.sizing.alloc import read as read_alloc
+from fjord.sizing.site import validate_site
 from fjord.spec.errors import SiteError
-from fjord.spec.load import SITE_KEY, StackConfig, load_site, read_stack, stacks_dir
+from fjord.spec.load import SITE_KEY, StackConfig, read_stack, stacks_dir
 
 EXIT_REJECTED = 3
 
@@ -149,10 +150,11 @@ def collector_report(while_importing: int) -> dict[str, int]:
     return {"while_importing": while_importing, "frozen": gc.get_freeze_count(), "full": full}
 
 
-def policy(cfg: StackConfig, settings: PolicySettings) -> dict[str, Any]:
-    """fjord's policy rules over the stack's site (validated and sized again: ~1 % of a plan), as data."""
-    site = load_site(cfg.site, source=f"stack {cfg.stack}")
-    report = evaluate(policy_input(cfg.stack, site, size_site(site), cfg, settings=settings))
+def policy(cfg: StackConfig, settings: PolicySettings, folder: Path | None) -> dict[str, Any]:
+    """fjord's policy rules over the stack's site (validated and sized again, from its allocation record as the
+    program sizes it: ~1 % of a plan), as data."""
+    site, size = validate_site(cfg.site, f"stack {cfg.stack}", read_alloc(cfg.stack, stacks_dir(folder)))
+    report = evaluate(policy_input(cfg.stack, site, size, cfg, settings=settings))
     return report.as_dict()
 
 
@@ -166,7 +168,7 @@ def main(argv: list[str]) -> int:
         settings = load_settings(Path(given[-1]) if given else default_settings_path(stacks_dir(folder)))
         cfg = read_stack(stack, folder)
         result = run(cfg)
-        result["policy"] = policy(cfg, settings)
+        result["policy"] = policy(cfg, settings, folder)
     except SiteError as exc:
         json.dump({"stack": stack, "problems": exc.lines(), "source": exc.source}, sys.stdout)
         return EXIT_REJECTED
