@@ -25,10 +25,10 @@ plan: install
 	$(BIN)/fjord plan
 
 lint: install
-	$(BIN)/ruff check components tests bench tools
-	$(BIN)/ruff format --check components tests bench tools
+	$(BIN)/ruff check components tests bench tools policy
+	$(BIN)/ruff format --check components tests bench tools policy
 	$(BIN)/mypy
-	$(BIN)/mypy --strict bench tools
+	$(BIN)/mypy --strict bench tools policy
 	$(BIN)/lint-imports
 	$(BIN)/yamllint --strict stacks Pulumi.yaml mkdocs.yml components/fjord/spec/default_site.yaml policy .github .gitlab-ci.yml
 	$(BIN)/yamllint --strict playbooks .ansible-lint
