@@ -4,6 +4,11 @@ acceptance gate's verdicts; and the spec's `acceptance` section."""
 from __future__ import annotations
 
 import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -327,3 +332,69 @@ def test_validation_is_now_acceptance() -> None:
         load_site(raw)
     assert "clusters[0].validation" in "\n".join(exc.value.lines())
     assert "allowed: acceptance" in "\n".join(exc.value.lines())
+
+
+# --- the node's script and the gate together (the script really runs, here on a host without a GPU) ----------
+
+SCRIPT = Path(__file__).resolve().parents[1] / "playbooks/roles/gpu_validate/files/fjord_gpu_validate.py"
+
+
+def run_script(tmp_path: Path, required: tuple[str, ...], os_release: str) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / "report.json"
+    argv = [
+        sys.executable,
+        str(SCRIPT),
+        "--expected-model",
+        "H100",
+        "--expected-count",
+        "8",
+        "--driver-branch",
+        "570",
+        "--bf16-peak-tflops",
+        "989",
+        "--hbm-peak-tbps",
+        "3.35",
+        "--os",
+        os_release,
+        "--required",
+        ",".join(required),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    return done.returncode, json.loads(out.read_text(encoding="utf-8"))
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this host has a GPU: the gpu-marked tests cover it")
+def test_the_default_gate_fails_a_node_without_a_gpu_and_says_why(tmp_path: Path) -> None:
+    """Before the gate, a benchmark skipped for want of PyTorch (or a GPU) counted as passed."""
+    required = load_site(site_with()).clusters[0].acceptance.required()
+    rc, report = run_script(tmp_path, required, "debian-12")
+    assert rc == 1
+    assert report["status"] == "failed"
+    assert "bf16_gemm" in report["blocking"]
+    assert "gpu_count" in report["blocking"]
+    assert {"python", "kernel", "os", "torch"} <= set(report["tools"])
+    verdict = evaluate("n0", report, required)
+    assert not verdict.accepted
+    assert "bf16_gemm: required, but skipped: no NVIDIA GPU here: nvidia-smi is not installed" in verdict.reason()
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this host has a GPU: the gpu-marked tests cover it")
+def test_a_gate_without_gpu_checks_accepts_a_host_on_the_specs_os(tmp_path: Path) -> None:
+    os_id, version = _os_release()
+    here = f"{os_id}-{version}"
+    rc, report = run_script(tmp_path, ("os_release",), here)
+    assert rc == 0
+    assert report["status"] == "passed"
+    assert evaluate("n0", report, ("os_release",)).accepted
+    rc, report = run_script(tmp_path, ("os_release",), "ubuntu-99.04")
+    assert rc == 1
+    assert evaluate("n0", report, ("os_release",)).reason() == f"os_release: failed: expected ubuntu-99.04, got {here}"
+
+
+def _os_release() -> tuple[str, str]:
+    fields = dict(
+        line.split("=", 1) for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines() if "=" in line
+    )
+    return fields.get("ID", "").strip('"'), fields.get("VERSION_ID", "").strip('"')

@@ -214,8 +214,9 @@ def new_run(
     """The state a run starts from.
 
     - No previous state: every node registered, every phase pending.
-    - `resume`: the previous run's id, phase records and nodes; its finished phases stay done, the others
-      (failed, blocked, or running when the process died) are pending again. Nothing to resume is an error.
+    - `resume`: the previous run's id, phase records and nodes; its finished phases stay done up to the first
+      that is not (failed, blocked, or running when the process died): that one and all after it are pending
+      again. Nothing to resume is an error.
     - Otherwise a new run over the previous nodes' states (a node in service stays in service), which is
       refused while the previous run is unfinished: it must be resumed (or its state removed) first.
     Nodes the site no longer has are dropped; new nodes are registered.
@@ -229,14 +230,14 @@ def new_run(
             raise PlanError(
                 f"--resume: run {previous.run_id} of site {site} finished; allowed: a new run without --resume"
             )
-        phases = {
-            p.name: (
-                previous.phases[p.name]
-                if p.name in previous.phases and previous.phases[p.name].status == "done"
-                else replace(previous.phases.get(p.name, PhaseRecord()), status="pending")
-            )
-            for p in PHASES
-        }
+        # Finished phases stay done up to the first one that is not; it and every phase after it run again
+        # (a node retried there must still go through them; for the nodes already past, they have nothing to do).
+        phases: dict[str, PhaseRecord] = {}
+        redo = False
+        for p in PHASES:
+            record = previous.phases.get(p.name, PhaseRecord())
+            redo = redo or record.status != "done"
+            phases[p.name] = replace(record, status="pending") if redo else record
         old = previous.nodes
         return BootstrapState(
             site,

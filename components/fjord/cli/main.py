@@ -380,6 +380,7 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
 
 # Sub-commands in their own modules, registered last: they use the helpers above.
 from fjord.cli import artifacts, bmc, gitops, site, state  # noqa: E402
+from fjord.cli.bootstrap import bootstrap  # noqa: E402
 from fjord.cli.change import alloc, diff  # noqa: E402
 from fjord.cli.render import render  # noqa: E402
 
@@ -387,6 +388,7 @@ app.command()(render)
 app.command()(configure)
 app.command()(alloc)
 app.command()(diff)
+app.command()(bootstrap)
 app.add_typer(bmc.app, name="bmc")
 app.add_typer(state.app, name="state")
 app.add_typer(artifacts.app, name="artifacts")

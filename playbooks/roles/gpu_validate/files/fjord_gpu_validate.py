@@ -8,14 +8,21 @@ Shipped and run by the gpu_validate role (python3, standard library only). Check
 - DCGM diagnostics at the requested level when `dcgmi` is present;
 - micro-benchmarks per GPU against the catalog's peaks: device-to-device copy bandwidth (bytes read plus
   written, as HBM bandwidth is quoted) and dense BF16 GEMM throughput. They need PyTorch with CUDA on the
-  host (`import torch`); without it they are reported as skipped with that reason.
-Exit status: 0 when every check passed (skipped checks do not fail), 1 when one failed, 2 on bad arguments.
+  host (`import torch`); without it they are reported as skipped with that reason;
+- NCCL all-reduce across the node's GPUs (nccl-tests `all_reduce_perf`) against the NVLink bandwidth, and
+  RDMA write bandwidth per compute NIC (perftest `ib_write_bw`, loopback) against the fabric's port speed,
+  where those tools are installed; the pair test between nodes is run by the controller, not here;
+- the node's OS release against the spec's.
+The gate: `--required` lists the checks that must pass. A required check that failed, or that was skipped
+(no GPU, no PyTorch, a tool missing), fails the node; the others are recorded and do not decide.
+Exit status: 0 when every required check passed, 1 when one did not, 2 on bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -53,6 +60,97 @@ def as_int(value: str) -> int | None:
 def check(name: str, ok: bool | None, expected: object, actual: object, detail: str = "") -> dict[str, Any]:
     status = "skipped" if ok is None else ("passed" if ok else "failed")
     return {"check": name, "status": status, "expected": expected, "actual": actual, "detail": detail}
+
+
+NO_GPU = "no NVIDIA GPU here: nvidia-smi is not installed"
+GPU_CHECKS = (
+    "gpu_count",
+    "gpu_model",
+    "driver_branch",
+    "persistence_mode",
+    "ecc_uncorrected",
+    "pcie_link_width",
+    "nvlink",
+    "dcgm_diag",
+    "hbm_bandwidth",
+    "bf16_gemm",
+    "nccl_node",
+)
+
+
+def os_release() -> str:
+    """The node's OS as the spec names it: `<ID>-<VERSION_ID>`, e.g. debian-12 or ubuntu-22.04."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/etc/os-release", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.strip().partition("=")
+                fields[key] = value.strip('"')
+    except OSError:
+        return "unknown"
+    return f"{fields.get('ID', 'unknown')}-{fields.get('VERSION_ID', '')}"
+
+
+def tool_versions() -> dict[str, Any]:
+    """The versions of what measured the node: evidence for the acceptance record."""
+    versions: dict[str, Any] = {"python": sys.version.split()[0], "kernel": os.uname().release, "os": os_release()}
+    if shutil.which("nvidia-smi"):
+        out = run(["nvidia-smi", "--query-gpu=driver_version,vbios_version", "--format=csv,noheader"], 60)
+        rows = sorted({line.strip() for line in out.stdout.splitlines() if line.strip()})
+        versions["nvidia_driver_vbios"] = rows
+    if shutil.which("dcgmi"):
+        versions["dcgmi"] = run(["dcgmi", "--version"], 60).stdout.strip().splitlines()[:2]
+    for tool in ("all_reduce_perf", "ib_write_bw"):
+        versions[tool] = shutil.which(tool)
+    try:
+        import torch  # type: ignore[import-not-found]
+
+        versions["torch"] = torch.__version__
+        versions["cuda"] = torch.version.cuda
+    except ImportError:
+        versions["torch"] = None
+    return versions
+
+
+def nccl_check(args: argparse.Namespace, count: int) -> dict[str, Any]:
+    """NCCL all-reduce over the node's GPUs: the bus bandwidth of 1 GiB against NVLink per direction."""
+    peak = args.nvlink_peak_gbps / 2
+    want = peak * args.nccl_node_min_fraction
+    expected = f">= {want:.0f} GB/s busbw ({args.nccl_node_min_fraction:.0%} of {peak:g} GB/s per direction)"
+    exe = shutil.which("all_reduce_perf")
+    if exe is None:
+        return check("nccl_node", None, expected, "nccl-tests all_reduce_perf is not installed")
+    out = run([exe, "-b", "1G", "-e", "1G", "-f", "2", "-g", str(count)], 600)
+    busbw = None
+    for line in out.stdout.splitlines():
+        if "Avg bus bandwidth" in line:
+            busbw = float(line.rsplit(":", 1)[1])
+    if out.returncode != 0 or busbw is None:
+        return check("nccl_node", False, expected, (out.stderr or out.stdout).strip()[-400:])
+    return check("nccl_node", busbw >= want, expected, f"{busbw:.0f} GB/s ({busbw / peak:.0%})")
+
+
+def ib_check(args: argparse.Namespace) -> dict[str, Any]:
+    """RDMA write bandwidth of every InfiniBand/RoCE device, loopback, against the fabric's port speed."""
+    peak = args.ib_port_gbps / 8
+    want = peak * args.ib_min_fraction
+    expected = f">= {want:.1f} GB/s per NIC ({args.ib_min_fraction:.0%} of {peak:g} GB/s)"
+    exe = shutil.which("ib_write_bw")
+    devices = sorted(os.listdir("/sys/class/infiniband")) if os.path.isdir("/sys/class/infiniband") else []
+    if exe is None or not devices:
+        what = "perftest ib_write_bw is not installed" if exe is None else "no RDMA device in /sys/class/infiniband"
+        return check("ib_bandwidth", None, expected, what)
+    figures: dict[str, float | str] = {}
+    for dev in devices:
+        server = subprocess.Popen([exe, "-d", dev, "--report_gbits", "-F"], stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        client = run([exe, "-d", dev, "--report_gbits", "-F", "localhost"], 120)
+        server.wait(timeout=60)
+        rows = [line.split() for line in client.stdout.splitlines() if line.strip()[:1].isdigit()]
+        figures[dev] = round(float(rows[-1][3]) / 8, 2) if rows and len(rows[-1]) > 3 else client.stderr.strip()[-200:]
+    numbers = [v for v in figures.values() if isinstance(v, float)]
+    ok = len(numbers) == len(devices) and min(numbers) >= want
+    return check("ib_bandwidth", ok, expected, figures, "loopback through each HCA; the link is the pair test's")
 
 
 def query_gpus() -> list[dict[str, str]]:
@@ -246,6 +344,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hbm-peak-tbps", type=float, required=True)
     p.add_argument("--gemm-min-fraction", type=float, default=0.7)
     p.add_argument("--hbm-min-fraction", type=float, default=0.8)
+    p.add_argument("--nvlink-peak-gbps", type=float, default=900)
+    p.add_argument("--nccl-node-min-fraction", type=float, default=0.7)
+    p.add_argument("--ib-port-gbps", type=float, default=400)
+    p.add_argument("--ib-min-fraction", type=float, default=0.9)
+    p.add_argument("--os", default="", help="the OS release the spec names, e.g. debian-12")
+    p.add_argument("--required", default="", help="comma-separated checks that must pass (the acceptance gate)")
     p.add_argument("--no-benchmarks", action="store_true")
     p.add_argument("--labels", default="{}", help="JSON object copied into the report (site, cluster, rack, ...)")
     p.add_argument("--out", required=True, help="where the JSON report is written")
@@ -254,16 +358,34 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    required = [c for c in args.required.split(",") if c]
     report: dict[str, Any] = {
         "node": socket.gethostname(),
         "labels": json.loads(args.labels),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "required": required,
+        "tools": tool_versions(),
+        "catalog": {
+            "bf16_peak_tflops": args.bf16_peak_tflops,
+            "hbm_peak_tbps": args.hbm_peak_tbps,
+            "nvlink_peak_gbps": args.nvlink_peak_gbps,
+            "ib_port_gbps": args.ib_port_gbps,
+        },
     }
-    try:
-        gpus = query_gpus()
-        checks = inventory_checks(args, gpus)
-    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
-        gpus, checks = [], [check("nvidia_smi", False, "nvidia-smi answers", str(exc))]
+    checks: list[dict[str, Any]] = []
+    if args.os:
+        actual = os_release()
+        checks.append(check("os_release", actual == args.os, args.os, actual))
+    gpus: list[dict[str, str]] = []
+    if shutil.which("nvidia-smi") is None:
+        checks += [check(name, None, "", NO_GPU) for name in GPU_CHECKS]
+    else:
+        try:
+            gpus = query_gpus()
+            checks += inventory_checks(args, gpus)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            checks.append(check("nvidia_smi", False, "nvidia-smi answers", str(exc)))
+            checks += [check(name, None, "", f"nvidia-smi failed: {exc}") for name in GPU_CHECKS]
     report["gpus"] = gpus
     if gpus:
         checks.append(dcgm_check(args.dcgm_level))
@@ -273,13 +395,27 @@ def main(argv: list[str]) -> int:
             bench_checks, figures = benchmarks(args, len(gpus))
             checks += bench_checks
             report["benchmarks"] = figures
+        checks.append(nccl_check(args, len(gpus)))
+    checks.append(ib_check(args))
+    checks.append(check("nccl_pair", None, "", "run by the controller across node pairs, not on one node"))
+    for c in checks:
+        c["required"] = c["check"] in required
+    present = {c["check"] for c in checks}
+    checks += [
+        {**check(name, None, "", "this script has no such check"), "required": True}
+        for name in required
+        if name not in present
+    ]
     report["checks"] = checks
-    report["status"] = "failed" if any(c["status"] == "failed" for c in checks) else "passed"
+    blocking = [c["check"] for c in checks if c["required"] and c["status"] != "passed"]
+    failed = [c["check"] for c in checks if c["status"] == "failed"]
+    report["status"] = "failed" if blocking or (not required and failed) else "passed"
+    report["blocking"] = blocking
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
-    print(json.dumps({"status": report["status"], "failed": [c["check"] for c in checks if c["status"] == "failed"]}))
+    print(json.dumps({"status": report["status"], "blocking": blocking, "failed": failed}))
     return 0 if report["status"] == "passed" else 1
 
 

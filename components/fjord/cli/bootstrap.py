@@ -1,0 +1,684 @@
+"""`fjord bootstrap <stack>`: a new site from powered-off BMCs to accepted nodes in service, in named phases.
+
+    state -> bare-metal -> hosts -> scheduler -> acceptance -> handover
+
+The phase DAG, the node lifecycle and the resume rules are `fjord.bootstrap.plan` (pure); the gate's verdict is
+`fjord.bootstrap.gate` (pure). This module does each phase's work through the adapters (S3 for the state and the
+evidence, Redfish for the BMCs, ansible-runner for the hosts) and persists every phase's and node's state in
+the site's artifacts bucket as it goes, so `--resume` continues a stopped run from the failed phase and node.
+
+Exit codes: 0 the run finished with every node in service; 1 rejected input (the stack, a selection, --resume
+with nothing to resume, a run left unfinished without --resume; nothing is done); 3 a phase or a node failed
+(named on stderr; the state says where to resume), or the object store failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fjord.cli.common import (
+    JsonFlag,
+    StackArg,
+    StacksDir,
+    err,
+    error_line,
+    labelled,
+    load_stack,
+    out,
+    plain,
+    reject,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from fjord.adapters.ansible import PlaybookResult
+    from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode
+    from fjord.adapters.s3 import ObjectStore
+    from fjord.bootstrap.plan import BootstrapState, NodeState, NodeStatus, Phase, PhaseStatus
+    from fjord.bootstrap.store import StateStore
+    from fjord.sizing.site import SiteSize
+    from fjord.spec.models import Site, StoreTarget
+
+EXIT_FAILED = 3
+"""A phase or a node failed, or the object store did: the state in S3 says what, and --resume continues."""
+PASSWORD_ENV = "FJORD_BMC_PASSWORD"
+SITE_PLAYBOOK = "site.yml"
+ACCEPTANCE_PLAYBOOK = "acceptance.yml"
+SERVICE_PLAYBOOK = "enter-service.yml"
+SLURM_PLAYBOOKS = ("slurm.yml", "slurm-controller.yml")
+"""The Slurm control plane's playbook (issue 28's roles), whichever of these names is in playbooks/."""
+
+
+class PhaseFailed(Exception):
+    """A site-wide phase could not do its work; the run stops there."""
+
+
+@dataclass
+class Run:
+    """One bootstrap run: the site, the clients, the state as it moves, and how to report progress."""
+
+    stack: str
+    site: Site
+    size: SiteSize
+    target: StoreTarget
+    store: ObjectStore
+    states: StateStore
+    state: BootstrapState
+    host_vars: dict[str, dict[str, Any]]
+    extra_vars: dict[str, Any]
+    batch_size: int
+    playbooks_dir: Path | None
+    on_node: Callable[[str, str], None] = lambda _n, _s: None
+    saving: bool = True
+    clusters: dict[str, str] = field(default_factory=dict)
+    """node -> cluster"""
+
+    def node(self, name: str) -> NodeState:
+        return self.state.nodes[name]
+
+    def set_node(self, name: str, node: NodeState, force: bool = False) -> None:
+        self.state = replace(self.state, nodes={**self.state.nodes, name: node})
+        self.on_node(name, node.status)
+        self.save(force)
+
+    def set_phase(self, name: str, status: PhaseStatus, detail: str = "", seconds: float | None = None) -> None:
+        from fjord.bootstrap.plan import now
+
+        record = self.state.phases[name]
+        if status == "running":
+            record = replace(record, status=status, started=now(), finished=None, attempts=record.attempts + 1)
+        else:
+            record = replace(record, status=status, finished=now(), seconds=seconds, detail=detail)
+        self.state = replace(self.state, phases={**self.state.phases, name: record})
+        self.save(force=True)
+
+    def save(self, force: bool = False) -> None:
+        if self.saving:
+            self.states.save(self.state, force)
+
+    def inventory(self, nodes: list[str]) -> dict[str, Any]:
+        from fjord.hosts.inventory import build_inventory
+
+        wanted = set(nodes)
+        return build_inventory(
+            self.site, self.size, nodes, host_vars={h: v for h, v in self.host_vars.items() if h in wanted}
+        ).data
+
+    def playbook(self, playbook: str, nodes: list[str], extra: Mapping[str, Any] | None = None) -> PlaybookResult:
+        from fjord.adapters.ansible import run_playbook
+
+        return run_playbook(
+            playbook,
+            self.inventory(nodes),
+            site=self.site.name,
+            playbooks_dir=self.playbooks_dir,
+            extra_vars={**self.extra_vars, **(extra or {})},
+        )
+
+
+def _host_failure(result: PlaybookResult, host: str) -> str | None:
+    """Why `host` did not come through a play (None when it did)."""
+    if result.crashed:
+        return f"{result.playbook} crashed: {result.error.splitlines()[-1] if result.error else result.status}"
+    r = result.hosts.get(host)
+    if r is None:
+        return f"{result.playbook}: the host was not in the play's results"
+    if r.status in ("failed", "unreachable"):
+        what = "; ".join(f"{f.task}: {f.message}" for f in r.failures) or r.status
+        return f"{result.playbook}: {r.status}: {what}"[:600]
+    return None
+
+
+# --- the phases --------------------------------------------------------------------------------------------
+
+
+def phase_state(run: Run) -> str:
+    """The state backend (state and artifacts buckets, as `fjord state init`) and the secrets the run needs."""
+    from fjord.adapters.s3 import S3Error
+    from fjord.cli.state import init_state
+
+    try:
+        report = init_state(run.site, run.target, run.store)
+    except S3Error as exc:
+        raise PhaseFailed(str(exc)) from None
+    if not os.environ.get(PASSWORD_ENV):
+        raise PhaseFailed(f"no BMC password: set ${PASSWORD_ENV} (the bare-metal phase needs it)")
+    buckets = ", ".join(f"{b['bucket']} ({'created' if b['created'] else 'exists'})" for b in report["buckets"])
+    return f"buckets {buckets} at {run.target.endpoint}; BMC password and S3 keys present (not shown)"
+
+
+def _bmc_access(site: Site) -> tuple[Credentials, Options]:
+    from fjord.adapters.redfish import Credentials, Options
+
+    b = site.bmc
+    password = os.environ.get(PASSWORD_ENV, "")
+    options = Options(
+        verify_tls=b.verify_tls,
+        timeout_s=b.timeout_s,
+        retries=b.retries,
+        backoff_s=b.backoff_s,
+        concurrency=b.concurrency,
+    )
+    return Credentials(b.username, password), options
+
+
+def phase_bare_metal(run: Run, nodes: list[str]) -> str:
+    """Per node: inspect the BMC (inventory, health, firmware and BIOS), then converge it to the spec's boot
+    (PXE, or the OS image as virtual media) and power it on, with the bare-metal provider's own node operation."""
+    from fjord.adapters.redfish import RedfishError, Target, run_bulk
+    from fjord.bootstrap.plan import advance, fail
+    from fjord.providers.baremetal import Desired, converge
+    from fjord.sizing.bmc import bmc_endpoints
+
+    if not nodes:
+        return "every node is provisioned already"
+    creds, options = _bmc_access(run.site)
+    wanted = set(nodes)
+    targets = {
+        e.node: Target(e.node, e.url, e.system_id)
+        for e in bmc_endpoints(run.size.hosts(), run.site.bmc)
+        if e.node in wanted
+    }
+    bmc = run.site.bmc
+
+    def inspect(node: RedfishNode) -> dict[str, Any]:
+        info = node.info()
+        if info.health not in (None, "OK", "Warning"):
+            raise RedfishError(node.target.node, "rejected", f"the BMC reports health {info.health}")
+        bios = node.bios() if bmc.bios else None
+        pending = {k: v for k, v in bmc.bios.items() if bios is not None and bios.get(k) != v}
+        return {
+            "bmc": info.as_dict(),
+            "firmware": {"bios_version": info.bios_version},
+            "bios": "not exposed by the BMC"
+            if bmc.bios and bios is None
+            else (f"{len(pending)} attribute(s) to set" if pending else "as the spec says"),
+        }
+
+    want = Desired(
+        power="on", boot=bmc.boot, image_url=bmc.image_url, bios=bmc.bios, power_timeout_s=bmc.power_timeout_s
+    )
+
+    def provision(node: RedfishNode) -> dict[str, Any]:
+        return {"provision": converge(node, want)}
+
+    failed = 0
+    steps: tuple[tuple[str, NodeStatus, NodeStatus, Callable[[RedfishNode], dict[str, Any]]], ...] = (
+        ("inspect", "registered", "inspected", inspect),
+        ("provision", "inspected", "provisioned", provision),
+    )
+    for step, entry, to, op in steps:
+        ready = [n for n in nodes if run.node(n).last_good == entry]
+        if not ready:
+            continue
+
+        def done(o: Outcome[dict[str, Any]], step: str = step, to: NodeStatus = to) -> None:
+            node = run.node(o.node)
+            if o.ok:
+                run.set_node(o.node, advance(node, to, "bare-metal", **(o.value or {})))
+            else:
+                run.set_node(o.node, fail(node, "bare-metal", f"{step}: {o.error} (after {o.attempts} tries)"))
+
+        outcomes = run_bulk([targets[n] for n in ready], creds, options, op, on_done=done)
+        failed += sum(not o.ok for o in outcomes.values())
+        nodes = [n for n in nodes if outcomes.get(n) is None or outcomes[n].ok]
+    run.save(force=True)
+    versions = sorted({str(run.node(n).facts.get("firmware", {}).get("bios_version")) for n in targets})
+    detail = (
+        f"{len(targets) - failed} of {len(targets)} nodes provisioned ({bmc.boot});"
+        f" BIOS versions {', '.join(versions)};"
+        " converged through the bare-metal provider's node operation directly: the Pulumi engine (issue 27) is"
+        " not driven by bootstrap yet"
+    )
+    if failed:
+        raise NodesFailed(detail)
+    return detail
+
+
+class NodesFailed(Exception):
+    """Some nodes of a per-node phase failed (each recorded with its reason); the others went on."""
+
+
+def _batches(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def phase_hosts(run: Run, nodes: list[str]) -> str:
+    """site.yml on the provisioned nodes, in batches; each batch's nodes are configured (or failed) when it ends."""
+    from fjord.bootstrap.plan import advance, fail
+
+    if not nodes:
+        return "every node is configured already"
+    failed = 0
+    for batch in _batches(nodes, run.batch_size):
+        result = run.playbook(SITE_PLAYBOOK, batch)
+        for host in batch:
+            why = _host_failure(result, host)
+            node = fail(run.node(host), "hosts", why) if why else advance(run.node(host), "configured", "hosts")
+            failed += why is not None
+            run.set_node(host, node)
+        run.save(force=True)
+    detail = (
+        f"{len(nodes) - failed} of {len(nodes)} nodes configured with {SITE_PLAYBOOK} in batches of {run.batch_size}"
+    )
+    if failed:
+        raise NodesFailed(detail)
+    return detail
+
+
+def phase_scheduler(run: Run) -> str:
+    """Each cluster's scheduler control plane: Slurm through its playbook (issue 28's roles); Kubernetes where a
+    control plane is given (`fjord_kube_host` in --extra-vars), else its nodes register tainted and join later."""
+    from fjord.adapters.playbooks import default_playbooks_dir
+
+    folder = run.playbooks_dir or default_playbooks_dir()
+    lines: list[str] = []
+    blocked: list[str] = []
+    for c in run.site.clusters:
+        nodes = [n for n, cl in run.clusters.items() if cl == c.name]
+        if c.scheduler == "kubernetes":
+            host = run.extra_vars.get("fjord_kube_host")
+            lines.append(
+                f"{c.name} (kubernetes): control plane on {host}"
+                if host
+                else f"{c.name} (kubernetes): no control plane given; nodes register tainted and are let in when"
+                " accepted"
+            )
+            continue
+        playbook = next((p for p in SLURM_PLAYBOOKS if (folder / p).is_file()), None)
+        if playbook is None:
+            blocked.append(
+                f"{c.name} (slurm): no Slurm control plane playbook ({' or '.join(SLURM_PLAYBOOKS)}) in {folder};"
+                " the Slurm roles (issue 28) have not landed, so its nodes cannot be resumed into service"
+            )
+            continue
+        result = run.playbook(playbook, nodes)
+        bad = [h for h in nodes if _host_failure(result, h)]
+        if bad:
+            raise PhaseFailed(
+                f"{c.name} (slurm): {playbook} failed on {', '.join(bad)}: {_host_failure(result, bad[0])}"
+            )
+        lines.append(f"{c.name} (slurm): {playbook} on {len(nodes)} nodes")
+    if blocked:
+        raise PhaseBlocked("; ".join(lines + blocked))
+    return "; ".join(lines)
+
+
+class PhaseBlocked(Exception):
+    """A phase cannot run because something it needs is not there yet (said in the message)."""
+
+
+def phase_acceptance(run: Run, nodes: list[str]) -> str:
+    """The gate: the required checks on every configured node, each verdict (fjord.bootstrap.gate) with the node's
+    evidence stored in S3; accepted nodes then enter service (enter-service.yml); nothing else does."""
+    from fjord.bootstrap.gate import evaluate
+    from fjord.bootstrap.plan import advance, fail
+    from fjord.bootstrap.store import evidence_key, index_key
+
+    if not nodes:
+        return "every node is in service already"
+    run_id = run.state.run_id
+    checking = [n for n in nodes if run.node(n).last_good == "configured"]
+    index = run.states.get_json(index_key(run_id)) or {"site": run.site.name, "run": run_id, "nodes": {}}
+    rejected = 0
+    if checking:
+        with tempfile.TemporaryDirectory(prefix="fjord-acceptance-") as tmp:
+            result = run.playbook(ACCEPTANCE_PLAYBOOK, checking, {"gpu_validate_report_dir": tmp})
+            for host in checking:
+                cluster = run.site.cluster(run.clusters[host])
+                required = cluster.acceptance.required()
+                path = Path(tmp) / f"{host}.json"
+                report: Any = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+                verdict = evaluate(host, report, required)
+                why = _host_failure(result, host)
+                accepted = verdict.accepted and why is None
+                key = evidence_key(run_id, host)
+                sku = cluster.gpu
+                run.states.put_json(
+                    key,
+                    {
+                        "site": run.site.name,
+                        "run": run_id,
+                        "node": host,
+                        "cluster": cluster.name,
+                        "accepted": accepted,
+                        "verdict": verdict.as_dict(),
+                        "required": list(required),
+                        "acceptance": cluster.acceptance.model_dump(),
+                        "catalog": {
+                            "sku": sku.name,
+                            "bf16_dense_tflops": sku.bf16_dense_tflops,
+                            "hbm_tbps": sku.hbm_tbps,
+                            "nvlink_gbps": sku.nvlink_gbps,
+                            "source": sku.source,
+                        },
+                        "tools": (report or {}).get("tools") if isinstance(report, dict) else None,
+                        "report": report,
+                        "play": why or "ok",
+                    },
+                )
+                reason = verdict.reason() or (why or "")
+                index["nodes"][host] = {
+                    "accepted": accepted,
+                    "reason": reason,
+                    "evidence": key,
+                    "cluster": cluster.name,
+                }
+                if accepted:
+                    run.set_node(host, advance(run.node(host), "accepted", "acceptance", evidence=key))
+                else:
+                    rejected += 1
+                    run.set_node(host, fail(run.node(host), "acceptance", f"gate: {reason}"))
+            index["updated"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            run.states.put_json(index_key(run_id), index)
+    entering = [n for n in nodes if run.node(n).status == "accepted"]
+    not_in = 0
+    if entering:
+        evidence = {n: str(run.node(n).facts.get("evidence", "")) for n in entering}
+        result = run.playbook(
+            SERVICE_PLAYBOOK, entering, {"fjord_acceptance_run": run_id, "fjord_acceptance_evidence": evidence}
+        )
+        for host in entering:
+            why = _host_failure(result, host)
+            not_in += why is not None
+            run.set_node(
+                host,
+                fail(run.node(host), "acceptance", f"into service: {why}")
+                if why
+                else advance(run.node(host), "in_service", "acceptance"),
+            )
+    run.save(force=True)
+    detail = (
+        f"{len(checking)} checked, {rejected} rejected by the gate; {len(entering) - not_in} of {len(entering)}"
+        f" put into service; evidence under acceptance/{run_id}/"
+    )
+    if rejected or not_in:
+        raise NodesFailed(detail)
+    return detail
+
+
+def handover_report(run: Run) -> dict[str, Any]:
+    from fjord.bootstrap.plan import counts
+
+    s = run.state
+    return {
+        "site": run.site.name,
+        "stack": run.stack,
+        "run": s.run_id,
+        "status": s.status,
+        "started": s.started,
+        "counts": counts(s),
+        "phases": {
+            n: {"status": r.status, "seconds": r.seconds, "detail": r.detail, "attempts": r.attempts}
+            for n, r in s.phases.items()
+        },
+        "nodes": {
+            n: {
+                "status": v.status,
+                "cluster": run.clusters.get(n),
+                "reason": v.reason,
+                "phase": v.phase,
+                "evidence": v.facts.get("evidence"),
+                "serial": (v.facts.get("bmc") or {}).get("serial"),
+                "bios_version": (v.facts.get("firmware") or {}).get("bios_version"),
+            }
+            for n, v in s.nodes.items()
+        },
+    }
+
+
+def phase_handover(run: Run) -> str:
+    from fjord.bootstrap.plan import counts
+    from fjord.bootstrap.store import handover_key
+
+    report = handover_report(run)
+    run.states.put_json(handover_key(run.state.run_id), report)
+    c = counts(run.state)
+    key = handover_key(run.state.run_id)
+    return f"{c['in_service']} of {len(run.state.nodes)} nodes in service, {c['failed']} failed; report {key}"
+
+
+# --- the command -------------------------------------------------------------------------------------------
+
+
+def _load_json_object(path: Path | None, option: str) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise reject(str(path), [f"{option}: cannot read a JSON object: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise reject(str(path), [f"{option}: a JSON object is needed, got {type(data).__name__}"])
+    return data
+
+
+def _new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Progress]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}", markup=False),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+    ) as progress:
+        yield progress
+
+
+def bootstrap(
+    stack: StackArg,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the stopped run from its failed phase and nodes.")
+    ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only", help="Only these phases (repeat): state, bare-metal, hosts, scheduler, acceptance, handover."
+        ),
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Start at this phase.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop after this phase.")] = None,
+    host_vars: Annotated[
+        Path | None,
+        typer.Option("--host-vars", help="JSON file {host: {var: value}} merged over the generated host variables."),
+    ] = None,
+    extra_vars: Annotated[
+        Path | None,
+        typer.Option(
+            "--extra-vars",
+            help="JSON file of variables for every play (e.g. fjord_kube_host, fjord_slurm_controller).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Nodes configured per site.yml run (a batch ends in the state).")
+    ] = 64,
+    playbooks_dir: Annotated[
+        Path | None, typer.Option("--playbooks-dir", help="Folder of playbooks (default: the project's playbooks/).")
+    ] = None,
+    stacks_dir_: StacksDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Bootstrap a site: state backend, bare metal, hosts, scheduler, acceptance gate, hand-over; resumable."""
+    from fjord.adapters.s3 import S3Error
+    from fjord.bootstrap import plan
+    from fjord.bootstrap.store import StateStore
+    from fjord.cli.state import connect_store
+    from fjord.hosts.inventory import BadHostVars, check_host_vars
+
+    site, size, source = load_stack(stack, stacks_dir_)
+    try:
+        selected = plan.select(only or (), from_, until)
+    except plan.PlanError as exc:
+        raise reject(source, [str(exc)]) from None
+    hv: dict[str, Any] = {}
+    if host_vars is not None:
+        try:
+            hv = check_host_vars(site, size, _load_json_object(host_vars, "--host-vars"))
+        except BadHostVars as exc:
+            raise reject(str(host_vars), [f"--host-vars: {p}" for p in exc.problems]) from None
+    ev = _load_json_object(extra_vars, "--extra-vars")
+    target, store = connect_store(stack, stacks_dir_, site, source)
+    states = StateStore(store, target.artifacts_bucket)
+    hosts = size.hosts()
+    try:
+        previous = states.load()
+        state = plan.new_run(site.name, _new_run_id(), [h.name for h in hosts], selected, previous, resume)
+    except plan.PlanError as exc:
+        raise reject(source, [str(exc)]) from None
+    except S3Error as exc:
+        error_line(str(exc))
+        raise typer.Exit(EXIT_FAILED) from None
+    run = Run(
+        stack,
+        site,
+        size,
+        target,
+        store,
+        states,
+        state,
+        hv,
+        ev,
+        batch_size,
+        playbooks_dir,
+        clusters={h.name: h.cluster for h in hosts},
+        # Until the state phase has made the artifacts bucket, there is nowhere to write the state.
+        saving=previous is not None or "state" not in state.selected,
+    )
+    if not as_json:
+        out.print(
+            labelled(
+                "bootstrap",
+                "bold",
+                f" {site.name}: run {state.run_id}{' (resumed)' if resume else ''}, {len(hosts)} nodes,"
+                f" phases {', '.join(state.selected)}",
+            )
+        )
+    stopped = False
+    with _progress(as_json) as progress:
+        tasks = {
+            p.name: progress.add_task(f"{p.name}: {p.title}", total=None, status=state.phases[p.name].status)
+            for p in selected
+        }
+        for phase in selected:
+            if stopped:
+                break
+            if run.state.phases[phase.name].status == "done":
+                progress.update(tasks[phase.name], status="done (earlier)", total=1, completed=1)
+                continue
+            nodes = plan.todo(run.state, phase)
+            task = tasks[phase.name]
+            progress.update(task, total=len(nodes) if phase.target else 1, completed=0, status="running")
+            run.on_node = lambda _n, _s, task=task: progress.advance(task)  # type: ignore[misc]
+            run.set_phase(phase.name, "running")
+            started = time.monotonic()
+            status: PhaseStatus = "done"
+            try:
+                detail = _run_phase(run, phase, nodes)
+                if phase.name == "state":
+                    run.saving = True
+            except NodesFailed as exc:
+                status, detail = "failed", str(exc)
+            except PhaseBlocked as exc:
+                status, detail, stopped = "blocked", str(exc), True
+            except (PhaseFailed, S3Error) as exc:
+                status, detail, stopped = "failed", str(exc), True
+            seconds = round(time.monotonic() - started, 2)
+            try:
+                run.set_phase(phase.name, status, detail, seconds)
+            except S3Error as exc:
+                error_line(f"phase {phase.name}: {detail}; and the state could not be saved: {exc}")
+                raise typer.Exit(EXIT_FAILED) from None
+            progress.update(
+                task,
+                status=status,
+                total=1 if not phase.target else None,
+                completed=1 if not phase.target else len(nodes),
+            )
+            if not as_json and not err.is_terminal:
+                err.print(plain(f"phase {phase.name}: {status} in {seconds:.1f} s: {detail}"), soft_wrap=True)
+    run.state = replace(run.state, status=plan.finished(run.state))
+    if stopped and run.state.status == "running":
+        run.state = replace(run.state, status="failed")
+    try:
+        run.save(force=True)
+    except S3Error as exc:
+        error_line(f"the state could not be saved: {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    report = handover_report(run)
+    if as_json:
+        write_json(report)
+    else:
+        _print_report(report)
+    if run.state.status != "done":
+        failed = [p for p in run.state.selected if run.state.phases[p].status in ("failed", "blocked")]
+        for p in failed:
+            error_line(f"phase {p} {run.state.phases[p].status}: {run.state.phases[p].detail}")
+        for name, node in run.state.nodes.items():
+            if node.status == "failed":
+                error_line(f"node {name} failed in {node.phase}: {node.reason}")
+        if not failed and not any(n.status == "failed" for n in run.state.nodes.values()):
+            error_line("the run did not finish")
+        error_line(f"continue with: fjord bootstrap {stack} --resume")
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _run_phase(run: Run, phase: Phase, nodes: list[str]) -> str:
+    if phase.name == "state":
+        return phase_state(run)
+    if phase.name == "bare-metal":
+        return phase_bare_metal(run, nodes)
+    if phase.name == "hosts":
+        return phase_hosts(run, nodes)
+    if phase.name == "scheduler":
+        return phase_scheduler(run)
+    if phase.name == "acceptance":
+        return phase_acceptance(run, nodes)
+    return phase_handover(run)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    phases = Table(title=plain(f"{report['site']}: run {report['run']} ({report['status']})"), title_justify="left")
+    for col in ("phase", "status", "s", "detail"):
+        phases.add_column(col, justify="right" if col == "s" else "left")
+    style = {"done": "green", "failed": "red", "blocked": "red", "pending": "yellow", "running": "yellow"}
+    for name, p in report["phases"].items():
+        phases.add_row(
+            plain(name),
+            plain(p["status"], style.get(p["status"], "")),
+            "" if p["seconds"] is None else f"{p['seconds']:.1f}",
+            plain(p["detail"]),
+        )
+    out.print(phases)
+    nodes = Table(title="Nodes", title_justify="left")
+    for col in ("node", "cluster", "state", "reason / evidence"):
+        nodes.add_column(col)
+    for name, n in report["nodes"].items():
+        nodes.add_row(
+            plain(name),
+            plain(n["cluster"] or ""),
+            plain(n["status"], "green" if n["status"] == "in_service" else "red" if n["status"] == "failed" else ""),
+            plain(n["reason"] or n["evidence"] or ""),
+        )
+    out.print(nodes)
