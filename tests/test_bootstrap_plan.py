@@ -177,6 +177,14 @@ def test_resume_continues_from_the_failed_phase_and_node() -> None:
     assert todo(resumed, by_name("hosts")) == ["n2", "n3"]
 
 
+def test_resume_retries_a_phase_a_node_failed_in_even_when_it_is_recorded_done() -> None:
+    nodes = {"n0": at("in_service"), "n1": fail(at("accepted"), "acceptance", "kubectl refused")}
+    stopped = run_with(nodes, dict.fromkeys(plan.PHASE_NAMES, "done"))
+    resumed = new_run("s", "r-new", ["n0", "n1"], select(), previous=stopped, resume=True)
+    assert [n for n, r in resumed.phases.items() if r.status == "pending"] == ["acceptance", "handover"]
+    assert todo(resumed, by_name("acceptance")) == ["n1"]
+
+
 def test_an_unfinished_run_must_be_resumed_and_a_finished_one_cannot_be() -> None:
     stopped = run_with({n: at("provisioned") for n in NODES}, {"hosts": "failed"})
     with pytest.raises(PlanError, match="did not finish \\(phase hosts failed\\); allowed: --resume"):
@@ -398,3 +406,23 @@ def _os_release() -> tuple[str, str]:
         line.split("=", 1) for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines() if "=" in line
     )
     return fields.get("ID", "").strip('"'), fields.get("VERSION_ID", "").strip('"')
+
+
+# --- the command's rejections, before anything is touched --------------------------------------------------
+
+
+def test_bootstrap_rejects_a_bad_selection_and_a_site_without_object_store() -> None:
+    from typer.testing import CliRunner
+
+    from fjord.cli.main import EXIT_REJECTED, app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["bootstrap", "dev", "--from", "acceptance", "--until", "hosts"])
+    assert bad.exit_code == EXIT_REJECTED
+    assert "--from acceptance comes after --until hosts" in bad.stderr
+    unknown = runner.invoke(app, ["bootstrap", "dev", "--only", "metal"])
+    assert unknown.exit_code == EXIT_REJECTED
+    assert "allowed: state, bare-metal, hosts, scheduler, acceptance, handover" in unknown.stderr
+    no_store = runner.invoke(app, ["bootstrap", "dev"])
+    assert no_store.exit_code == EXIT_REJECTED
+    assert "the site has no object store" in no_store.stderr

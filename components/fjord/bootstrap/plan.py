@@ -230,13 +230,15 @@ def new_run(
             raise PlanError(
                 f"--resume: run {previous.run_id} of site {site} finished; allowed: a new run without --resume"
             )
-        # Finished phases stay done up to the first one that is not; it and every phase after it run again
-        # (a node retried there must still go through them; for the nodes already past, they have nothing to do).
+        # Finished phases stay done up to the first one that is not (or that a node failed in); it and every phase
+        # after it run again (a node retried there must still go through them; for the nodes already past, they
+        # have nothing to do).
         phases: dict[str, PhaseRecord] = {}
         redo = False
         for p in PHASES:
             record = previous.phases.get(p.name, PhaseRecord())
-            redo = redo or record.status != "done"
+            failed_here = any(n.status == "failed" and n.phase == p.name for n in previous.nodes.values())
+            redo = redo or record.status != "done" or failed_here
             phases[p.name] = replace(record, status="pending") if redo else record
         old = previous.nodes
         return BootstrapState(

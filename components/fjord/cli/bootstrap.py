@@ -179,13 +179,13 @@ def _bmc_access(site: Site) -> tuple[Credentials, Options]:
 def phase_bare_metal(run: Run, nodes: list[str]) -> str:
     """Per node: inspect the BMC (inventory, health, firmware and BIOS), then converge it to the spec's boot
     (PXE, or the OS image as virtual media) and power it on, with the bare-metal provider's own node operation."""
+    if not nodes:
+        return "every node is provisioned already"
     from fjord.adapters.redfish import RedfishError, Target, run_bulk
     from fjord.bootstrap.plan import advance, fail
     from fjord.providers.baremetal import Desired, converge
     from fjord.sizing.bmc import bmc_endpoints
 
-    if not nodes:
-        return "every node is provisioned already"
     creds, options = _bmc_access(run.site)
     wanted = set(nodes)
     targets = {
@@ -386,7 +386,7 @@ def phase_acceptance(run: Run, nodes: list[str]) -> str:
                     run.set_node(host, fail(run.node(host), "acceptance", f"gate: {reason}"))
             index["updated"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             run.states.put_json(index_key(run_id), index)
-    entering = [n for n in nodes if run.node(n).status == "accepted"]
+    entering = [n for n in nodes if run.node(n).last_good == "accepted"]
     not_in = 0
     if entering:
         evidence = {n: str(run.node(n).facts.get("evidence", "")) for n in entering}
