@@ -149,7 +149,8 @@ def test_host_facts_counts_gpus_nvswitches_and_nics(tmp_path: Path) -> None:
 
 
 def test_validation_report_without_a_gpu_says_why(tmp_path: Path) -> None:
-    """Without nvidia-smi the script still writes its report, with the failed check and the reason."""
+    """Without nvidia-smi the script still writes its report: every GPU check skipped with the reason, and the
+    node failed because the default gate requires them (a skipped required check is no pass)."""
     report = tmp_path / "report.json"
     argv = [sys.executable, str(ROLES / "gpu_validate" / "files" / "fjord_gpu_validate.py")]
     argv += ["--expected-model", "H100", "--expected-count", "8", "--driver-branch", "570"]
@@ -160,8 +161,12 @@ def test_validation_report_without_a_gpu_says_why(tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     assert data["status"] == "failed"
     assert data["labels"] == {"site": "dev"}
-    assert [(c["check"], c["status"]) for c in data["checks"]] == [("nvidia_smi", "failed")]
-    assert "nvidia-smi" in data["checks"][0]["actual"]
+    checks = {c["check"]: c for c in data["checks"]}
+    assert checks["gpu_count"]["status"] == "skipped"
+    assert checks["gpu_count"]["actual"] == "no NVIDIA GPU here: nvidia-smi is not installed"
+    assert checks["bf16_gemm"]["required"] is True
+    assert "gpu_count" in data["blocking"]
+    assert "bf16_gemm" in data["blocking"]
 
 
 def test_validation_checks_compare_inventory_with_the_spec() -> None:

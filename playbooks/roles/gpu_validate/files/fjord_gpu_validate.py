@@ -78,6 +78,21 @@ GPU_CHECKS = (
 )
 
 
+DEFAULT_REQUIRED = (
+    "gpu_count",
+    "gpu_model",
+    "driver_branch",
+    "persistence_mode",
+    "ecc_uncorrected",
+    "nvlink",
+    "pcie_link_width",
+    "dcgm_diag",
+    "bf16_gemm",
+    "hbm_bandwidth",
+)
+"""The spec's default gate (clusters[].acceptance), less os_release, which needs --os."""
+
+
 def os_release() -> str:
     """The node's OS as the spec names it: `<ID>-<VERSION_ID>`, e.g. debian-12 or ubuntu-22.04."""
     fields: dict[str, str] = {}
@@ -349,7 +364,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ib-port-gbps", type=float, default=400)
     p.add_argument("--ib-min-fraction", type=float, default=0.9)
     p.add_argument("--os", default="", help="the OS release the spec names, e.g. debian-12")
-    p.add_argument("--required", default="", help="comma-separated checks that must pass (the acceptance gate)")
+    p.add_argument(
+        "--required",
+        default=",".join(DEFAULT_REQUIRED),
+        help="comma-separated checks that must pass (the acceptance gate); default: the spec's default gate",
+    )
     p.add_argument("--no-benchmarks", action="store_true")
     p.add_argument("--labels", default="{}", help="JSON object copied into the report (site, cluster, rack, ...)")
     p.add_argument("--out", required=True, help="where the JSON report is written")
