@@ -230,6 +230,10 @@ def test_inventory_is_unique_and_inside_supernets(stack: str) -> None:
                 assert ipaddress.IPv4Address(a) in nets[purpose], (h.name, purpose, a)
                 assert a not in seen, (h.name, a)
                 seen.add(a)
+    for d in size.devices():  # NVL72 NVLink switch trays and power shelves: a BMC address each
+        assert ipaddress.IPv4Address(d.bmc) in nets["bmc"], (d.name, d.bmc)
+        assert d.bmc not in seen, (d.name, d.bmc)
+        seen.add(d.bmc)
     assert len(seen) == size.addresses
 
 
@@ -327,3 +331,68 @@ def test_every_two_tier_spine_count_takes_the_uplinks_evenly() -> None:
             assert f.spines * spine.radix >= f.leaf_spine_cables, (sw.name, leaves)
             fewer = [d for d in range(1, f.spines) if sw.leaf_uplinks % d == 0]
             assert all(d * spine.radix < f.leaf_spine_cables for d in fewer), (sw.name, leaves)
+
+
+def test_nvl72_switch_trays_and_power_shelves_get_an_oob_port_and_a_bmc_address() -> None:
+    """An NVL72 rack has 9 NVLink switch trays and 8 power shelves besides its 18 compute trays, each managed over
+    its BMC (SUPERPOD_SOURCES["NVL72"]): they used to get neither an out-of-band port nor an address."""
+    from fjord.spec.catalog import GPU_CATALOG, NVL72_POWER_SHELVES, NVL72_SWITCH_TRAYS
+
+    assert GPU_CATALOG["GB300-NVL72"].rack_managed_devices == NVL72_SWITCH_TRAYS + NVL72_POWER_SHELVES == 17
+    size = size_site(load_site(nvl72_reference_site("GB300-NVL72", 2)))
+    (cluster,) = size.clusters
+    oob = next(f for f in size.fabrics if f.role == "oob")
+    assert cluster.racks == 16
+    assert oob.endpoint_cables == oob.endpoints == 288 + 16 * 17
+    unit = cluster.units[0]
+    devices = unit.devices()
+    assert len(devices) == 8 * 17
+    assert [d.kind for d in devices[:17]] == ["nvswitch"] * 9 + ["power-shelf"] * 8
+    assert devices[0].name == f"{unit.racks[0]}-nvswitch-1"
+    assert devices[16].name == f"{unit.racks[0]}-power-shelf-8"
+    assert {d.rack for d in devices} == set(unit.racks)
+    subnet = ipaddress.IPv4Network(unit.subnets["bmc"])
+    trays = {n.bmc for n in unit.nodes()}
+    # The trays keep the unit's first addresses; the devices follow them, inside the same subnet.
+    assert max(ipaddress.IPv4Address(a) for a in trays) < min(ipaddress.IPv4Address(d.bmc) for d in devices)
+    assert all(ipaddress.IPv4Address(d.bmc) in subnet for d in devices)
+    assert subnet.prefixlen == 23  # 144 trays + 136 devices + 3 reserved > 256
+    assert len({d.bmc for d in devices} | trays) == 144 + 136
+    assert all(len(d.name) <= 63 for d in size.devices())
+    # HGX nodes have no such devices.
+    assert size_site(load_site(default_site())).devices() == []
+
+
+def test_compute_leaves_stand_in_network_racks() -> None:
+    """Every switch of a cluster's fabric is placed: its leaves as well as its spines and cores (the leaves were in
+    no rack)."""
+    for stack in ("uk", "narvik"):
+        size = size_site(load_site(stack_site(stack)))
+        for c in size.clusters:
+            assert c.network_racks == -(-(c.fabric.leaves + c.fabric.spines + c.fabric.cores) // 16), c.name
+    uk = {c.name: c for c in size_site(load_site(stack_site("uk"))).clusters}
+    assert uk["h200"].network_racks == 3  # 32 leaves + 16 spines
+
+
+def test_the_ip_plan_shows_what_its_subnets_reserve() -> None:
+    """Each unit's subnets are whole powers of two sized for a full unit, aligned: the report shows the addresses they
+    take (reserved) beside the interfaces that have one (addresses)."""
+    size = size_site(load_site(default_site()))
+    pools = {p.purpose: p for p in size.pools}
+    # One 4-node unit of a 32-slot unit: a /26 per purpose, 8 of them for the compute rails.
+    assert (pools["bmc"].addresses, pools["bmc"].reserved) == (4, 64)
+    assert (pools["compute"].addresses, pools["compute"].reserved) == (32, 8 * 64)
+    narvik = size_site(load_site(stack_site("narvik")))
+    for p in narvik.pools:
+        assert p.addresses <= p.reserved <= p.capacity
+    bmc = next(p for p in narvik.pools if p.purpose == "bmc")
+    assert bmc.reserved == 176 * 512  # a /23 per NVL72 unit: 144 trays + 136 devices
+    mixed = reference_site("H100-SXM", 1, ufm=False)
+    mixed["halls"][0]["cooling"] = "liquid"
+    mixed["halls"][0]["rack_power_kw"] = 150
+    mixed["software"].update(driver_branch=580, cuda="13.0")
+    mixed["clusters"].append(mixed["clusters"][0] | {"name": "nvl", "sku": "GB300-NVL72", "scalable_units": 1})
+    mixed["tenants"] = [{"name": "research"}]
+    pools = {p.purpose: p for p in size_site(load_site(mixed)).pools}
+    # The H100 unit's /26, then the NVL72 unit's /23 aligned to 512: the gap between them is reserved too.
+    assert pools["bmc"].reserved == 512 + 512

@@ -98,6 +98,7 @@ def size_report(site: Site, size: SiteSize) -> dict[str, Any]:
                 "name": f.name,
                 "role": f.role,
                 "switch": f.switch,
+                "spine_switch": f.spine_switch or "-",
                 "tiers": f.tiers,
                 "leaves": f.leaves,
                 "spines": f.spines,
@@ -130,6 +131,7 @@ def size_report(site: Site, size: SiteSize) -> dict[str, Any]:
                 "supernet": p.supernet,
                 "subnets": p.subnets,
                 "addresses": p.addresses,
+                "reserved": p.reserved,
                 "capacity": p.capacity,
             }
             for p in size.pools

@@ -132,6 +132,9 @@ class ClusterDemand:
     slots: int
     """Node slots in use: nodes plus UFM slots."""
     network_racks: int
+    unit_devices: int = 0
+    """BMC addresses a full unit needs besides its node slots: the managed devices of its racks (an NVL72 rack's
+    NVLink switch trays and power shelves). A unit's BMC subnet holds both."""
 
     @property
     def compute_racks(self) -> int:
@@ -318,8 +321,9 @@ def allocate(demand: Demand, previous: Allocation | None = None) -> tuple[Alloca
         old = kept.get(c.name)
         units = list(old.units) if old is not None else []
         prefix = prefix_for(c.slots_per_su)
+        bmc_prefix = prefix_for(c.slots_per_su + c.unit_devices)
         for _ in range(len(units), c.units):
-            nets = {p: pools[p].take(prefix).cidr for p in PURPOSES}
+            nets = {p: pools[p].take(bmc_prefix if p == "bmc" else prefix).cidr for p in PURPOSES}
             rails = tuple(pools["compute"].take(prefix).cidr for _ in range(c.rails))
             units.append(UnitAlloc(nets["bmc"], nets["management"], nets["storage"], rails))
         clusters[c.name] = ClusterAlloc(
@@ -361,6 +365,18 @@ def _cluster_moves(c: ClusterDemand, old: ClusterAlloc) -> list[Problem]:
                 c.nodes_per_rack,
                 f"{what} stand {old.nodes_per_rack} to a rack (allocation record); another density moves them"
                 f" between racks; allowed: {old.nodes_per_rack}, or a new cluster under another name",
+            )
+        )
+    bmc_prefix = prefix_for(c.slots_per_su + c.unit_devices)
+    small = [u.bmc for u in old.units if int(u.bmc.partition("/")[2]) > bmc_prefix]
+    if small:
+        moves.append(
+            Problem(
+                f"clusters[{c.index}].sku",
+                c.name,
+                f"{what}' BMC subnets ({small[0]}, allocation record) cannot hold a unit's {c.slots_per_su} node"
+                f" slots and the {c.unit_devices} managed devices of its racks; allowed: a record whose BMC subnets"
+                f" are /{bmc_prefix} (renumbering the unit's BMCs: re-record it with `fjord alloc`)",
             )
         )
     if (old.slots_per_su, old.rails) != (c.slots_per_su, c.rails):

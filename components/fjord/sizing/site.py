@@ -81,6 +81,32 @@ class Node:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RackDevice:
+    """A managed device of a rack-scale product besides its compute trays (an NVL72 rack's NVLink switch trays and
+    power shelves): a BMC on the out-of-band network, with an address from its unit's BMC subnet."""
+
+    name: str
+    """`<rack>-<kind>-<k>`, e.g. `hall-a-r0001-nvswitch-1`: one DNS label."""
+    kind: str
+    cluster: str
+    scalable_unit: int
+    rack: str
+    hall: str
+    bmc: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "cluster": self.cluster,
+            "scalable_unit": self.scalable_unit,
+            "rack": self.rack,
+            "hall": self.hall,
+            "bmc_address": self.bmc,
+        }
+
+
 def host_name(prefix: str, unit: int, node: int) -> str:
     """A node's host name: `<site>-<cluster>-suNNN-nNNN` (`prefix` is `<site>-<cluster>`), one DNS label."""
     return f"{prefix}-su{unit:03d}-n{node:03d}"
@@ -108,6 +134,11 @@ class ScalableUnitSize:
     management: Subnet
     storage: Subnet
     rails: tuple[Subnet, ...]
+    rack_devices: tuple[tuple[str, int], ...] = ()
+    """Managed devices per rack besides the nodes, (kind, count): their BMC addresses follow the unit's node slots
+    in its BMC subnet (`devices`), rack by rack."""
+    node_slots: int = 0
+    """Node slots of a full unit: where the devices' addresses start in the BMC subnet."""
 
     @property
     def name(self) -> str:
@@ -132,6 +163,28 @@ class ScalableUnitSize:
             runs.append((f"{self.hall}-r{self.rack_positions[slot // per_rack]:04d}", j, last))
             j = last + 1
         return runs
+
+    @property
+    def device_count(self) -> int:
+        """Managed devices of the unit's racks besides its nodes (NVL72 switch trays and power shelves)."""
+        return len(self.racks) * sum(n for _, n in self.rack_devices)
+
+    def devices(self) -> list[RackDevice]:
+        """The unit's racks' managed devices, rack by rack, each with its BMC address."""
+        if not self.rack_devices:
+            return []
+        per_rack = sum(n for _, n in self.rack_devices)
+        out: list[RackDevice] = []
+        for r, rack in enumerate(self.racks):
+            k = 0
+            for kind, count in self.rack_devices:
+                for j in range(count):
+                    address = self.bmc.host(self.node_slots + r * per_rack + k)
+                    out.append(
+                        RackDevice(f"{rack}-{kind}-{j + 1}", kind, self.cluster, self.index, rack, self.hall, address)
+                    )
+                    k += 1
+        return out
 
     def nodes(self) -> list[Node]:
         per_rack, positions, first, count = self.nodes_per_rack, self.rack_positions, self.first_slot, self.node_count
@@ -215,7 +268,11 @@ class PoolUse:
     supernet: str
     subnets: int
     addresses: int
+    """Interfaces given an address."""
     capacity: int
+    reserved: int = 0
+    """Addresses the subnets take from the supernet's start to the end of the last one: every subnet whole (sized
+    for a full unit, network, gateway and broadcast included) and the gaps aligning them leave."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +350,10 @@ class SiteSize:
 
     def hosts(self) -> list[Node]:
         return [n for c in self.clusters for u in c.units for n in u.nodes()]
+
+    def devices(self) -> list[RackDevice]:
+        """Every rack-scale product's other managed devices (NVL72 NVLink switch trays, power shelves)."""
+        return [d for c in self.clusters for u in c.units for d in u.devices()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,21 +538,29 @@ def size_site(site: Site, alloc: Allocation | None = None, *, require_current: b
     ]
 
     total_nodes = sum(shape.nodes for _, _, shape, _ in sized)
+    # The out-of-band fabric also reaches every rack-scale product's other managed devices (NVL72: 9 NVLink switch
+    # trays and the power shelves per rack), one port each.
+    rack_devices = sum(
+        ceil((shape.nodes + shape.ufm_slots) / cluster.rack_nodes) * cluster.gpu.rack_managed_devices
+        for _, cluster, shape, _ in sized
+    )
     site_fabrics: list[FabricSize] = []
     roles: tuple[Literal["storage", "oob"], ...] = ("storage", "oob")
     for role in roles:
         design = site.fabric_for(role)
-        ports = total_nodes * design.ports_per_node
+        devices = rack_devices if role == "oob" else 0
+        ports = total_nodes * design.ports_per_node + devices
         most = max_endpoints(design.switch_model)
         if ports > most:
             j = site.fabrics.index(design)
+            what = f" + {devices} rack devices" if devices else ""
             problems.append(
                 Problem(
                     f"fabrics[{j}].switch",
                     design.switch,
-                    f"the site's {total_nodes} nodes x {design.ports_per_node} port(s) = {ports} {role} ports exceed"
-                    f" the {most} a three-tier {design.switch} fabric can connect; allowed: a larger-radix switch,"
-                    " fewer ports per node or a smaller site",
+                    f"the site's {total_nodes} nodes x {design.ports_per_node} port(s){what} = {ports} {role} ports"
+                    f" exceed the {most} a three-tier {design.switch} fabric can connect; allowed: a larger-radix"
+                    " switch, fewer ports per node or a smaller site",
                 )
             )
         leaves = leaf_spine_leaves(design.switch_model, ports)
@@ -516,7 +585,10 @@ def size_site(site: Site, alloc: Allocation | None = None, *, require_current: b
             rails=cluster.gpu.compute_rails,
             units=shape.scalable_units,
             slots=shape.nodes + shape.ufm_slots,
-            network_racks=ceil((fabric.spines + fabric.cores) / SWITCHES_PER_NETWORK_RACK),
+            # Every switch of the fabric stands in a network rack: leaves (beside their units' racks, as in the
+            # SuperPOD layouts), spines and cores.
+            network_racks=ceil(fabric.switches / SWITCHES_PER_NETWORK_RACK),
+            unit_devices=cluster.gpu.rack_managed_devices * ceil(shape.slots_per_su / cluster.rack_nodes),
         )
         for i, cluster, shape, fabric in sized
     )
@@ -618,7 +690,7 @@ def size_site(site: Site, alloc: Allocation | None = None, *, require_current: b
     if problems:
         raise SiteError(problems)
 
-    pool_use = tuple(PoolUse(p.purpose, p.supernet, p.subnets, p.addresses, p.capacity) for p in pools)
+    pool_use = tuple(PoolUse(p.purpose, p.supernet, p.subnets, p.addresses, p.capacity, p.requested) for p in pools)
     size = SiteSize(site.name, tuple(clusters), fabrics, halls, placement, pool_use, power, record)
     if site.bmc.systems:  # a lab's map of nodes to the systems of one endpoint: only this site's nodes
         names = [n.name for n in size.hosts()]
@@ -692,7 +764,7 @@ def _pools(site: Site, clusters: list[ClusterSize]) -> list[_PoolCount]:
         supernet = getattr(site.ip_plan, purpose)
         start = int(supernet.network_address)
         nets = [
-            (net, u.node_count)
+            (net, u.node_count + (u.device_count if purpose == "bmc" else 0))
             for c in clusters
             for u in c.units
             for net in (u.rails if purpose == "compute" else (getattr(u, purpose),))
@@ -778,6 +850,8 @@ def _size_cluster(
 
     units: list[ScalableUnitSize] = []
     prefix = f"{site.name}-{cluster.name}"
+    # A rack-scale product's other managed devices (NVL72: NVLink switch trays, power shelves) have BMC addresses
+    # after the unit's node slots: the record's BMC subnets are sized for them (ClusterDemand.unit_devices).
     for su in range(shape.scalable_units):
         first = su * shape.slots_per_su
         count = min(shape.slots_per_su, shape.nodes - first)
@@ -803,6 +877,8 @@ def _size_cluster(
                 management=nets["management"],
                 storage=nets["storage"],
                 rails=rail_nets,
+                rack_devices=sku.rack_devices,
+                node_slots=shape.slots_per_su,
             )
         )
     return ClusterSize(

@@ -42,9 +42,15 @@ class GpuSku:
     min_driver_branch: int
     """The oldest NVIDIA datacenter driver branch that supports the GPU."""
     source: str
-    rack_managed_devices: int = 0
-    """Devices of a rack-scale product besides its compute trays that have a BMC on the out-of-band network: an
-    NVL72 rack's 9 NVLink switch trays and its power shelves (SUPERPOD_SOURCES["NVL72"]). 0 for HGX nodes."""
+    rack_devices: tuple[tuple[str, int], ...] = ()
+    """Devices of a rack-scale product besides its compute trays, each with a BMC on the out-of-band network, as
+    (kind, per rack): an NVL72 rack's 9 NVLink switch trays and its power shelves (SUPERPOD_SOURCES["NVL72"]).
+    None for HGX nodes."""
+
+    @property
+    def rack_managed_devices(self) -> int:
+        """Managed devices per rack besides the compute trays."""
+        return sum(n for _, n in self.rack_devices)
 
     @property
     def rack_scale(self) -> bool:
@@ -137,7 +143,7 @@ GPU_CATALOG: dict[str, GpuSku] = {
                 "NVIDIA GB200 NVL72 datasheet (360 PFLOPS BF16 sparse, 13.4 TB HBM3e, 576 TB/s,"
                 " 130 TB/s NVLink per 72 GPUs); rack ~120-132 kW, liquid cooled"
             ),
-            rack_managed_devices=NVL72_SWITCH_TRAYS + NVL72_POWER_SHELVES,
+            rack_devices=(("nvswitch", NVL72_SWITCH_TRAYS), ("power-shelf", NVL72_POWER_SHELVES)),
         ),
         GpuSku(
             name="GB300-NVL72",
@@ -159,7 +165,7 @@ GPU_CATALOG: dict[str, GpuSku] = {
                 "NVIDIA GB300 NVL72 datasheet (360 PFLOPS BF16 sparse, up to 21 TB HBM3e, 576 TB/s,"
                 " 130 TB/s NVLink per 72 GPUs); rack ~135-140 kW, liquid cooled"
             ),
-            rack_managed_devices=NVL72_SWITCH_TRAYS + NVL72_POWER_SHELVES,
+            rack_devices=(("nvswitch", NVL72_SWITCH_TRAYS), ("power-shelf", NVL72_POWER_SHELVES)),
         ),
     )
 }
