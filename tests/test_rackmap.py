@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from fjord.cli.main import app
 from fjord.cli.rackmap import rack_power_kw
+from fjord.sizing.alloc import read as read_alloc
 from fjord.sizing.site import size_site
 from fjord.spec.load import load_site, read_stack
 
@@ -33,7 +34,7 @@ def test_the_svg_holds_every_rack_of_every_hall(tmp_path: Path) -> None:
     root = ET.fromstring(out.read_text())  # well-formed XML, or this raises
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     site = load_site(read_stack("uk", REPO / "stacks").site)
-    size = size_site(site)
+    size = size_site(site, read_alloc("uk", REPO / "stacks"))  # as `fjord size` does: the stack's record
     racks = _racks(root)
     positions = {f"{h.name}-r{p:04d}" for h in size.halls for p in range(1, h.positions + 1)}
     assert set(racks) == positions
@@ -60,7 +61,7 @@ def test_the_committed_uk_picture_shows_every_rack() -> None:
     """docs/images/uk-size.svg, shown in the README and the docs: well-formed, every rack position of the uk site
     as sized today. Regenerate it with `fjord size uk --svg docs/images/uk-size.svg` when uk's halls change."""
     root = ET.fromstring(COMMITTED.read_text())
-    size = size_site(load_site(read_stack("uk", REPO / "stacks").site))
+    size = size_site(load_site(read_stack("uk", REPO / "stacks").site), read_alloc("uk", REPO / "stacks"))
     racks = _racks(root)
     assert set(racks) == {f"{h.name}-r{p:04d}" for h in size.halls for p in range(1, h.positions + 1)}
     used = {f"{r.hall}-r{p:04d}": r.kind for r in size.placement for p in range(r.first, r.last + 1)}

@@ -396,3 +396,25 @@ def test_the_ip_plan_shows_what_its_subnets_reserve() -> None:
     pools = {p.purpose: p for p in size_site(load_site(mixed)).pools}
     # The H100 unit's /26, then the NVL72 unit's /23 aligned to 512: the gap between them is reserved too.
     assert pools["bmc"].reserved == 512 + 512
+
+
+def test_a_record_whose_bmc_subnets_cannot_hold_the_rack_devices_is_a_move() -> None:
+    """A unit recorded before its racks' devices had addresses keeps its /24: giving them addresses would renumber
+    its BMCs, so the allocation refuses it, naming the cluster, rather than number devices outside the subnet."""
+    from fjord.sizing.alloc import ClusterDemand, Demand, allocate
+
+    def demand(devices: int) -> Demand:
+        cluster = ClusterDemand(0, "nvl", "hall", 18, 144, 4, 2, 288, 2, unit_devices=devices)
+        supernets = {p: ipaddress.IPv4Network(n) for p, n in (("bmc", "10.0.0.0/16"), ("management", "10.1.0.0/16"))}
+        supernets |= {"storage": ipaddress.IPv4Network("10.2.0.0/16"), "compute": ipaddress.IPv4Network("10.8.0.0/14")}
+        return Demand("s", (cluster,), (), (), {"hall": 100}, supernets)
+
+    old, moves = allocate(demand(0))
+    assert moves == []
+    assert old.clusters["nvl"].units[0].bmc == "10.0.0.0/24"
+    new, fresh = allocate(demand(136))
+    assert fresh == []
+    assert new.clusters["nvl"].units[0].bmc == "10.0.0.0/23"
+    _, refused = allocate(demand(136), old)
+    assert [p.path for p in refused] == ["clusters[0].sku"]
+    assert "cannot hold a unit's 144 node slots and the 136 managed devices" in refused[0].message

@@ -374,7 +374,8 @@ def _cluster_moves(c: ClusterDemand, old: ClusterAlloc) -> list[Problem]:
             Problem(
                 f"clusters[{c.index}].sku",
                 c.name,
-                f"{what}' BMC subnets ({small[0]}, allocation record) cannot hold a unit's {c.slots_per_su} node"
+                f"cluster {c.name!r}: the BMC subnets of its units ({small[0]}, allocation record) cannot hold a"
+                f" unit's {c.slots_per_su} node"
                 f" slots and the {c.unit_devices} managed devices of its racks; allowed: a record whose BMC subnets"
                 f" are /{bmc_prefix} (renumbering the unit's BMCs: re-record it with `fjord alloc`)",
             )
