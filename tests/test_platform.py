@@ -58,7 +58,7 @@ def test_everything_generated_validates(stack: str) -> None:
         counts = validate_platform(p)
         assert counts["kubernetes"] >= 8
         assert counts["crd"] == 1
-        assert counts["kueue-structural"] == 1 + 2 * len(p.tenants)
+        assert counts["kueue-crd"] == 1 + 2 * len(p.tenants)
 
 
 def _typo_in(obj: dict[str, Any], path: tuple[str, ...], typo: str) -> dict[str, Any]:
