@@ -3,7 +3,9 @@
 Nodes come from the site's inventory; each node's BMC from `fjord.sizing.bmc` (the same mapping the
 bare-metal provider uses). The password is $FJORD_BMC_PASSWORD (the stack file holds it encrypted, which
 only the Pulumi CLI can read), or a hidden prompt on a terminal. Exit codes: 0 every node ok; 1 rejected
-input (bad stack, no password, --limit matching nothing); 3 some nodes failed (each named on stderr).
+input (bad stack, no password, --limit matching nothing, a site-wide action declined at the prompt); 2 a
+site-wide `power-off` or `pxe` (no --limit) run without a terminal and without --yes; 3 some nodes failed (each
+named on stderr).
 
 Every command reports per node, also when some nodes fail: the commands that change nodes print a table of
 each node's result (changed, unchanged or failed), what the BMC took (also on a node that failed later),
@@ -91,6 +93,37 @@ def _targets(ctx: typer.Context, limit: list[str] | None, folder: Path | None) -
         if not endpoints:
             raise _fail(f"--limit {','.join(patterns)} matches no node of stack {stack}")
     return [Target(e.node, e.url, e.system_id) for e in endpoints], site.bmc
+
+
+Yes = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Act on every node of the stack without asking; needed without --limit when not on a terminal.",
+    ),
+]
+
+
+def _confirm_site_wide(
+    ctx: typer.Context, what: str, limit: list[str] | None, targets: list[Target], yes: bool
+) -> None:
+    """A destructive action on every node of a site (no --limit) needs --yes, or a yes at the prompt.
+
+    Without a terminal and without --yes it is a usage error (exit 2) and nothing is touched; declined at the
+    prompt it exits 1, nothing touched."""
+    if split_list(limit) or yes:
+        return
+    stack = ctx.obj["stack"]
+    question = f"{what} all {len(targets):,} nodes of stack {stack}? (--limit picks nodes, --yes skips this)"
+    if not sys.stdin.isatty():
+        error_line(
+            f"{what} without --limit acts on all {len(targets):,} nodes of stack {stack}; allowed: --limit <glob>"
+            " to pick nodes, or --yes to mean every node"
+        )
+        raise typer.Exit(2)
+    if not typer.confirm(question, default=False):
+        raise _fail(f"{what}: not confirmed; nothing done")
 
 
 def _access(bmc: Bmc) -> tuple[Credentials, Options]:
@@ -254,20 +287,33 @@ def power_on(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = N
 
 @app.command("power-off")
 def power_off(
-    ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None, as_json: JsonFlag = False
+    ctx: typer.Context,
+    limit: Limit = None,
+    stacks_dir_: StacksDir = None,
+    as_json: JsonFlag = False,
+    yes: Yes = False,
 ) -> None:
     """Power nodes off (forced) and wait until their BMCs report Off; a table of which nodes changed and which
-    failed."""
+    failed. Without --limit: asks, or --yes."""
     targets, bmc = _targets(ctx, limit, stacks_dir_)
+    _confirm_site_wide(ctx, "power off", limit, targets, yes)
     creds, options = _access(bmc)
     outcomes = _run("powering off", targets, creds, options, _power(bmc, "off", "Off"), as_json)
     _report("power-off", ctx.obj["stack"], outcomes, as_json)
 
 
 @app.command()
-def pxe(ctx: typer.Context, limit: Limit = None, stacks_dir_: StacksDir = None, as_json: JsonFlag = False) -> None:
-    """Boot nodes from the network once: set the PXE boot override, then restart (or power on) each node."""
+def pxe(
+    ctx: typer.Context,
+    limit: Limit = None,
+    stacks_dir_: StacksDir = None,
+    as_json: JsonFlag = False,
+    yes: Yes = False,
+) -> None:
+    """Boot nodes from the network once (reinstall): set the PXE boot override, then restart (or power on) each
+    node. This is the bootstrap's action, never a kept state. Without --limit: asks, or --yes."""
     targets, bmc = _targets(ctx, limit, stacks_dir_)
+    _confirm_site_wide(ctx, "PXE boot (reinstall)", limit, targets, yes)
     creds, options = _access(bmc)
 
     def op(node: RedfishNode) -> str | None:
