@@ -380,3 +380,59 @@ def test_cli_power_on_and_pxe(emulator: Emulator, tmp_path: Path) -> None:
     code, _, err = bmc_cli(tmp_path, emulator.url, "power-on", "--limit", DEV_NODES[3])
     assert code == 0, err
     assert "power-on: 1 ok" in err
+
+
+@pytest.mark.slow
+def test_cli_site_wide_power_off_and_pxe_need_yes(emulator: Emulator, tmp_path: Path) -> None:
+    """Without --limit, power-off and pxe act on every node of the site: without a terminal they refuse unless
+    --yes says so (exit 2), and touch no node."""
+    code, _, err = bmc_cli(tmp_path, emulator.url, "power-on")  # not destructive: no question asked
+    assert code == 0, err
+    before = {n: emulator.system(n) for n in DEV_NODES}
+    assert {v["PowerState"] for v in before.values()} == {"On"}
+    for action in ("power-off", "pxe"):
+        code, _, err = bmc_cli(tmp_path, emulator.url, action)
+        assert code == 2, err
+        assert "without --limit acts on all 4 nodes of stack lab" in err
+        assert "--yes" in err
+    after = {n: emulator.system(n) for n in DEV_NODES}
+    assert [v["PowerState"] for v in after.values()] == ["On"] * 4
+    assert [v["Boot"] for v in after.values()] == [v["Boot"] for v in before.values()]
+    code, _, err = bmc_cli(tmp_path, emulator.url, "power-off", "--yes")
+    assert code == 0, err
+    assert "power-off: 4 ok, 0 failed of 4 nodes" in err
+    assert {emulator.system(n)["PowerState"] for n in DEV_NODES} == {"Off"}
+    code, _, err = bmc_cli(tmp_path, emulator.url, "power-on")
+    assert code == 0, err
+
+
+def test_a_bios_or_boot_change_never_restarts_a_running_node(emulator: Emulator, proxy: FaultProxy) -> None:
+    """A node fjord took on is never restarted by the bare-metal layer: a BIOS change is staged on the BMC and
+    left for the drained rollout's reboot; a changed boot method is for nodes added later and never re-arms PXE.
+    Every reset request is refused by the proxy, so a restart attempt would fail the node."""
+    nodes = NODES[22:24]
+    olds = props(dict.fromkeys(nodes, emulator.url), power="on", boot="pxe")
+    provider = BareMetalProvider()
+    created = provider.create(olds).outs or {}
+    assert created["failed"] == {}
+    for n in nodes:
+        emulator.wait_power(n, "On")
+        # The bootstrap's boot override is done: the node now boots its disk (as after its first install).
+        with rf.RedfishNode.open(target(emulator, n), CREDS, FAST) as node:
+            node.set_boot("hdd", once=False)
+    proxy.faults.errors["ComputerSystem.Reset"] = 409
+    news = props(dict.fromkeys(nodes, proxy.url), power="on", boot="virtual-media", image_url="http://x/i.iso")
+    news["bios"] = {"SriovGlobalEnable": "Enabled"}
+    assert node_changes({**created, "nodes": news["nodes"]}, news) == {n: ["bios changed"] for n in nodes}
+    updated = provider.update("t-su000", {**created, "nodes": news["nodes"]}, news).outs or {}
+    assert updated["failed"] == {}, updated["failed"]
+    for n in nodes:
+        record = updated["state"][n]
+        assert record["actions"] == ["bios"]
+        assert record["restart_pending"] is True
+        view = emulator.system(n)
+        assert view["PowerState"] == "On"
+        assert view["Boot"]["BootSourceOverrideTarget"] == "Hdd"  # PXE not armed again, no virtual media
+        with rf.RedfishNode.open(target(emulator, n), CREDS, FAST) as node:
+            assert node.bios()["SriovGlobalEnable"] == "Enabled"  # type: ignore[index]
+            assert "http://x/i.iso" not in node.virtual_media().values()  # no image inserted

@@ -14,7 +14,7 @@ import pytest
 from fjord.components.site import Site, SiteArgs
 from fjord.hosts import unit_inventory
 from fjord.plan.mocks import Registration
-from fjord.providers.playbook import HostConfigProvider, playbooks_digest
+from fjord.providers.playbook import HostConfigProvider, playbooks_digest, update_runs
 from fjord.sizing.site import size_site
 from fjord.spec.load import load_site
 
@@ -96,3 +96,57 @@ def test_hosts_can_be_left_alone(registrations: list[Registration]) -> None:
 
     run()
     assert not [r for r in registrations if r.type == "pulumi-python:dynamic/hosts:HostConfig"]
+
+
+# --- what an update runs: hosts in service only through the drained, batched rollout --------------------------
+
+HOSTS = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
+ROLLOUT = {"playbook": "upgrade-gpu-stack.yml", "batch_percent": 25, "max_fail_percentage": 10}
+IN_SERVICE: dict[str, Any] = OLD | {"hosts": HOSTS, "rollout": ROLLOUT, "versions": {"cuda": "12.8", "bios": {}}}
+
+
+def test_a_version_bump_rolls_hosts_in_service_and_never_runs_site_yml_on_them() -> None:
+    news = IN_SERVICE | {"versions": {"cuda": "12.9", "bios": {}}, "inventory_digest": "c" * 64}
+    (run,) = update_runs(IN_SERVICE, news)
+    assert run.playbook == "upgrade-gpu-stack.yml"
+    assert run.limit == tuple(HOSTS)
+    assert run.extra_vars == {
+        "fjord_upgrade_batch_percent": 25,
+        "fjord_upgrade_max_fail_percentage": 10,
+        "fjord_upgrade_reboot_always": False,
+    }
+
+
+def test_new_hosts_get_site_yml_and_hosts_in_service_the_rollout() -> None:
+    news = IN_SERVICE | {"hosts": [*HOSTS, "dev-h100-su000-n004"], "playbooks_digest": "d" * 64}
+    rollout, site = update_runs(IN_SERVICE, news)
+    assert (rollout.playbook, rollout.limit) == ("upgrade-gpu-stack.yml", tuple(HOSTS))
+    assert (site.playbook, site.limit) == ("site.yml", ("dev-h100-su000-n004",))
+
+
+def test_a_bios_change_reboots_each_drained_host() -> None:
+    news = IN_SERVICE | {"versions": {"cuda": "12.8", "bios": {"SriovGlobalEnable": "Enabled"}}}
+    (run,) = update_runs(IN_SERVICE, news)
+    assert run.playbook == "upgrade-gpu-stack.yml"
+    assert run.extra_vars["fjord_upgrade_reboot_always"] is True
+
+
+def test_configuration_only_changes_rerun_site_yml_and_failures_retry_where_they_were() -> None:
+    news = IN_SERVICE | {"inventory_digest": "c" * 64}  # same versions and roles: configuration only
+    (run,) = update_runs(IN_SERVICE, news)
+    assert (run.playbook, run.limit) == ("site.yml", tuple(HOSTS))
+    failed = IN_SERVICE | {"failed_hosts": [HOSTS[1]]}
+    (retry,) = update_runs(failed, IN_SERVICE)
+    assert (retry.playbook, retry.limit) == ("site.yml", (HOSTS[1],))
+    # A host the rollout left behind is rolled again, drained, never given site.yml.
+    pending = IN_SERVICE | {"rollout_pending": [HOSTS[2]], "failed_hosts": [HOSTS[2]]}
+    assert HostConfigProvider().diff("dev/su_h100_000", pending, IN_SERVICE).changes is True
+    runs = update_runs(pending, IN_SERVICE)
+    assert [(r.playbook, r.limit) for r in runs] == [("upgrade-gpu-stack.yml", (HOSTS[2],))]
+    assert update_runs(IN_SERVICE, dict(IN_SERVICE)) == []
+
+
+def test_a_state_without_recorded_hosts_counts_every_host_in_service() -> None:
+    before = {k: v for k, v in IN_SERVICE.items() if k != "hosts"}
+    news = IN_SERVICE | {"versions": {"cuda": "12.9", "bios": {}}}
+    assert [r.playbook for r in update_runs(before, news)] == ["upgrade-gpu-stack.yml"]

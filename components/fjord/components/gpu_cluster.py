@@ -19,7 +19,7 @@ from fjord.components.platform import Platform, PlatformArgs
 from fjord.hosts.inventory import unit_group, unit_inventory
 from fjord.platform import ClusterPlatform
 from fjord.providers.baremetal import NodePool, unit_props
-from fjord.providers.playbook import HostConfig, HostConfigArgs
+from fjord.providers.playbook import ROLLOUT_PLAYBOOK, HostConfig, HostConfigArgs
 from fjord.sizing.bmc import bmc_endpoints
 from fjord.sizing.site import ClusterSize, Node, ScalableUnitSize
 from fjord.spec.models import Bmc
@@ -122,6 +122,9 @@ class GpuClusterArgs:
     """The bare-metal layer for every scalable unit of the cluster (None: not managed here)."""
     hosts: HostsArgs | None = None
     """Configure the nodes with Ansible (one HostConfig resource per scalable unit); None = leave them."""
+    protect: bool = True
+    """Protect the cluster and its tenant namespaces from deletion (Pulumi `protect`); False only for a cluster
+    the stack's `fjord:allowRemove` lists. Its scalable units stay unprotected: shrinking releases them."""
 
 
 class GpuCluster(pulumi.ComponentResource):
@@ -134,9 +137,12 @@ class GpuCluster(pulumi.ComponentResource):
     platform: Platform | None
 
     def __init__(self, name: str, args: GpuClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("fjord:components:GpuCluster", name, None, opts)
+        protect = pulumi.ResourceOptions(protect=args.protect)
+        super().__init__("fjord:components:GpuCluster", name, None, pulumi.ResourceOptions.merge(opts, protect))
         c = args.cluster
-        child = pulumi.ResourceOptions(parent=self)
+        # Protection is per resource, not inherited: the units (and their nodes' layers) can be released by a
+        # shrink; the cluster itself and its tenant namespaces cannot be deleted while protected.
+        child = pulumi.ResourceOptions(parent=self, protect=False)
         self.units = []
         for u in c.units:
             # A unit's nodes are derived once here for both layers that need them, not once per layer.
@@ -144,10 +150,14 @@ class GpuCluster(pulumi.ComponentResource):
             unit_args = ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal, nodes=nodes)
             self.units.append(ScalableUnit(f"{name}-su{u.index:03d}", unit_args, child))
             if args.hosts is not None:
-                # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook.
-                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c)
+                # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook,
+                # after its bare-metal layer has staged any BIOS change the drained rollout then reboots into.
+                after = self.units[-1].bare_metal
+                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after)
         self.platform = (
-            Platform(f"{name}-platform", PlatformArgs(args.platform), child) if args.platform is not None else None
+            Platform(f"{name}-platform", PlatformArgs(args.platform, protect_namespaces=args.protect), child)
+            if args.platform is not None
+            else None
         )
         self.gpus = plain(c.gpus)
         self.nodes = plain(c.nodes)
@@ -174,9 +184,11 @@ def _host_config(
     parent: pulumi.Resource,
     nodes: Sequence[Node],
     sized: ClusterSize,
+    after: pulumi.Resource | None = None,
 ) -> HostConfig:
     spec, sw = hosts.site, hosts.site.software
     cluster = spec.cluster(unit.cluster)
+    # What reaches hosts in service only through the drained, batched rollout (docs/safe-change.md).
     versions = {
         "os": sw.os,
         "driver_branch": sw.driver_branch,
@@ -185,6 +197,7 @@ def _host_config(
         "kubernetes": sw.kubernetes,
         "driver_owner": cluster.gpu_stack.driver,
         "container_toolkit_owner": cluster.gpu_stack.container_toolkit,
+        "bios": dict(spec.bmc.bios),
     }
     args = HostConfigArgs(
         site=spec.name,
@@ -193,5 +206,12 @@ def _host_config(
         versions=versions,
         playbook=hosts.playbook,
         playbooks_digest=hosts.playbooks_digest,
+        hosts=tuple(n.name for n in nodes),
+        rollout={
+            "playbook": ROLLOUT_PLAYBOOK,
+            "batch_percent": cluster.upgrade.batch_percent,
+            "max_fail_percentage": cluster.upgrade.max_fail_percentage,
+        },
     )
-    return HostConfig(name, args, pulumi.ResourceOptions(parent=parent))
+    opts = pulumi.ResourceOptions(parent=parent, protect=False, depends_on=[after] if after is not None else None)
+    return HostConfig(name, args, opts)

@@ -6,6 +6,12 @@ site adds ~175 resources, not 25,000. Inside a resource the work is per node:
 
 - `node_changes(olds, news)` is the per-node diff: which nodes are new, moved, removed, failed last time or
   affected by a changed setting, and why. `diff` reports a change when any node (or any setting) changed.
+- Safe on a live site (docs/safe-change.md): a node fjord already took on is never restarted here. A BIOS
+  change is staged on its BMC (applied at its next boot) and recorded as `restart pending`; the restart is the
+  drained, batched rollout's (HostConfig runs playbooks/upgrade-gpu-stack.yml, which reboots each drained node).
+  The boot override (PXE or virtual media) is the bootstrap's action for a node fjord takes on for the first
+  time, never a kept state: a changed `boot` or `image_url` applies to nodes added from then on, and a
+  reconverge never arms PXE again. Reinstalling a running node is `fjord bmc pxe --limit <node>`, an action.
 - `create`/`update` converge only those nodes, at most `concurrency` at once; each node's operation reads
   the BMC first and acts only on a difference (idempotent), and is retried with exponential backoff on
   timeouts, refused connections and 5xx answers.
@@ -38,8 +44,10 @@ if TYPE_CHECKING:
     from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode, Target
 
 PASSWORD = "password"
-NODE_SETTINGS = ("power", "boot", "image_url", "bios")
-"""Inputs whose change means every node of the unit must be converged again."""
+NODE_SETTINGS = ("power", "bios")
+"""Inputs whose change means every node of the unit must be converged again (BIOS: staged, never restarted)."""
+FIRST_BOOT_SETTINGS = ("boot", "image_url")
+"""How a node fjord takes on is first installed: used for new nodes only, never re-applied to a running one."""
 OUTPUT_ONLY = ("__provider", "state", "failed", "converged")
 BOOT_TARGET = {"pxe": "pxe", "virtual-media": "cd", "disk": "hdd"}
 REDFISH_BOOT = {"pxe": "Pxe", "cd": "Cd", "hdd": "Hdd"}
@@ -175,11 +183,13 @@ def read_node(node: RedfishNode) -> dict[str, Any]:
     return {"power": info.power, "boot": info.boot_target, "system_id": info.system_id, "macs": list(info.macs)}
 
 
-def converge(node: RedfishNode, want: Desired) -> dict[str, Any]:
+def converge(node: RedfishNode, want: Desired, first: bool = False) -> dict[str, Any]:
     """Bring one node to `want`, acting only where the BMC differs; return the node's record.
 
-    Order: BIOS attributes (staged), boot override (and the OS image as virtual media), then power. A node
-    that is already on is restarted when its BIOS or boot override changed, so that they take effect.
+    Order: BIOS attributes (staged), then for a node fjord takes on for the first time (`first`) the boot
+    override (and the OS image as virtual media), then power. Only a first-time node that is on is restarted
+    (so that its first install boots); a node fjord already took on is never restarted here: a staged BIOS
+    change waits for the drained rollout's reboot (`restart_pending`).
     """
     from fjord.adapters.redfish import RedfishError
 
@@ -197,14 +207,16 @@ def converge(node: RedfishNode, want: Desired) -> dict[str, Any]:
                 actions.append("bios")
             bios_state = "set"
     target = BOOT_TARGET[want.boot]
-    if want.boot == "virtual-media" and want.image_url and want.image_url not in node.virtual_media().values():
-        node.insert_image(want.image_url)
-        actions.append("virtual-media")
-    if info.boot_target != REDFISH_BOOT[target]:
-        # 'Once' for PXE and virtual media (install, then boot the disk); 'Continuous' for the disk.
-        node.set_boot(target, once=target != "hdd")  # type: ignore[arg-type]
-        actions.append(f"boot {target}")
+    if first:
+        if want.boot == "virtual-media" and want.image_url and want.image_url not in node.virtual_media().values():
+            node.insert_image(want.image_url)
+            actions.append("virtual-media")
+        if info.boot_target != REDFISH_BOOT[target]:
+            # 'Once' for PXE and virtual media (install, then boot the disk); 'Continuous' for the disk.
+            node.set_boot(target, once=target != "hdd")  # type: ignore[arg-type]
+            actions.append(f"boot {target}")
     power = info.power
+    restart_pending = False
     if want.power == "off":
         if power != "Off":
             node.set_power("off")
@@ -212,9 +224,11 @@ def converge(node: RedfishNode, want: Desired) -> dict[str, Any]:
     elif power != "On":
         node.set_power("on")
         actions.append("power on")
-    elif actions:
+    elif actions and first:
         node.set_power("restart")
         actions.append("restart")
+    elif "bios" in actions:
+        restart_pending = True  # staged; the drained rollout's reboot applies it
     if any(a.startswith(("power", "restart")) for a in actions):
         landed: Literal["On", "Off"] = "Off" if want.power == "off" else "On"
         power = node.wait_power(landed, want.power_timeout_s)
@@ -226,8 +240,9 @@ def converge(node: RedfishNode, want: Desired) -> dict[str, Any]:
             )
     return {
         "power": power,
-        "boot": REDFISH_BOOT[target],
+        "boot": REDFISH_BOOT[target] if first else str(info.boot_target),
         "bios": bios_state,
+        "restart_pending": restart_pending,
         "actions": actions,
         "model": info.model,
         "serial": info.serial,
@@ -317,7 +332,11 @@ class BareMetalProvider(dyn.ResourceProvider):
 
         creds, options = _access(props)
         want = Desired.of(props)
-        outcomes = run_bulk(_targets(props, todo), creds, options, lambda n: converge(n, want), on_done)
+        taken_on = olds.get("state") or {}
+        # A node with a record was taken on before: never restarted, boot override never set again.
+        outcomes = run_bulk(
+            _targets(props, todo), creds, options, lambda n: converge(n, want, n.target.node not in taken_on), on_done
+        )
         state = {n: r for n, r in (olds.get("state") or {}).items() if n in props["nodes"] and n not in outcomes}
         failed = {n: e for n, e in (olds.get("failed") or {}).items() if n in props["nodes"] and n not in outcomes}
         for name, outcome in outcomes.items():

@@ -8,6 +8,14 @@ record which hosts failed or were unreachable; a recorded failure makes the next
 an `update` with unchanged inputs reruns only on those hosts, so repeated `pulumi up` converges. A play
 that crashes, or in which no host succeeded, fails the resource (Pulumi keeps the previous state).
 
+Safe on a live site (docs/safe-change.md): a change that touches the GPU stack of hosts already in service (the
+software versions, the BIOS settings, the roles themselves) never reruns site.yml on them. Those hosts go
+through the drained rollout instead: `rollout_playbook` (playbooks/upgrade-gpu-stack.yml) with the cluster's
+`upgrade.batch_percent` as Ansible's `serial` and its `max_fail_percentage`, each host cordoned and drained,
+changed, rebooted where needed, validated and only then returned. Hosts new to the unit (not in service yet) get
+site.yml. Hosts the rollout did not finish (failed, unreachable, or never reached because the failure budget
+stopped it) are recorded in `rollout_pending` and rolled again by the next `pulumi up`, never given site.yml.
+
 The provider object holds no clients (Pulumi pickles it into the resource's inputs).
 """
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +36,62 @@ from fjord.hosts.inventory import Inventory, json_digest
 
 TRIGGERS = ("playbook", "inventory_digest", "versions", "playbooks_digest")
 """Inputs whose change reruns the playbook."""
+RETRY = ("failed_hosts", "unreachable_hosts", "drifted_hosts")
+"""Outputs listing hosts the next update reruns the playbook on (failed, unreachable, or drifted at refresh)."""
+ROLLING = ("versions", "playbooks_digest")
+"""Inputs whose change reaches hosts in service only through the drained rollout, never through site.yml."""
+ROLLOUT_PLAYBOOK = "upgrade-gpu-stack.yml"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One playbook run an update makes: the playbook, the hosts it is limited to, its extra vars."""
+
+    playbook: str
+    limit: tuple[str, ...]
+    extra_vars: dict[str, Any]
+
+
+def update_runs(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[Run]:
+    """What an update runs, and on which hosts (pure: see the module docstring)."""
+    hosts: list[str] = list(news.get("hosts") or [])
+    known = olds.get("hosts")
+    # A state from before hosts were recorded: every host counts as in service (never site.yml'd unasked).
+    in_service = set(hosts) if known is None else set(known)
+    new_hosts = tuple(h for h in hosts if h not in in_service)
+    existing = [h for h in hosts if h in in_service]
+    pending = {*(olds.get("rollout_pending") or [])}
+    rolling = any(olds.get(k) != news.get(k) for k in ROLLING)
+    roll = tuple(h for h in existing if rolling or h in pending)
+    runs: list[Run] = []
+    if roll:
+        rollout = dict(news.get("rollout") or {})
+        old_bios = (olds.get("versions") or {}).get("bios")
+        new_bios = (news.get("versions") or {}).get("bios")
+        runs.append(
+            Run(
+                str(rollout.get("playbook") or ROLLOUT_PLAYBOOK),
+                roll,
+                {
+                    "fjord_upgrade_batch_percent": int(rollout.get("batch_percent") or 10),
+                    "fjord_upgrade_max_fail_percentage": int(rollout.get("max_fail_percentage") or 0),
+                    # Staged BIOS settings take effect at a boot: the drained node is rebooted.
+                    "fjord_upgrade_reboot_always": old_bios != new_bios or bool(pending),
+                },
+            )
+        )
+    if rolling:
+        if new_hosts:
+            runs.append(Run(str(news["playbook"]), new_hosts, {}))
+        return runs
+    same = all(olds.get(k) == news.get(k) for k in TRIGGERS)
+    retry = sorted({h for k in RETRY for h in olds.get(k) or [] if h in hosts and h not in roll})
+    if not same:
+        # Same versions and roles: site.yml only converges configuration; it changes no driver on a host in service.
+        runs.append(Run(str(news["playbook"]), tuple(h for h in hosts if h not in roll), {}))
+    elif retry:
+        runs.append(Run(str(news["playbook"]), tuple(retry), {}))
+    return runs
 
 
 def playbooks_digest(folder: Path | None = None) -> str:
@@ -37,10 +102,6 @@ def playbooks_digest(folder: Path | None = None) -> str:
         for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
-
-
-RETRY = ("failed_hosts", "unreachable_hosts", "drifted_hosts")
-"""Outputs listing hosts the next update reruns the playbook on (failed, unreachable, or drifted at refresh)."""
 
 
 def check_inputs(news: dict[str, Any], playbooks: Path | None = None) -> list[tuple[str, str]]:
@@ -107,32 +168,59 @@ class HostConfigProvider(dyn.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         changed = [k for k in TRIGGERS if olds.get(k) != news.get(k)]
-        if any(olds.get(k) for k in RETRY):
+        if any(olds.get(k) for k in RETRY) or olds.get("rollout_pending"):
             changed.append("failed_hosts")  # the last run or refresh left hosts behind: run again
         return dyn.DiffResult(
             changes=bool(changed), replaces=[], stables=["site", "group"], delete_before_replace=False
         )
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        return dyn.CreateResult(id_=f"{props['site']}/{props['group']}", outs=self._run(props, ()))
+        outs = self._run(props, ())
+        outs.pop("done_hosts")
+        return dyn.CreateResult(id_=f"{props['site']}/{props['group']}", outs=outs)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        retry: list[str] = sorted({h for k in RETRY for h in olds.get(k) or []})
-        same = all(olds.get(k) == news.get(k) for k in TRIGGERS)
-        return dyn.UpdateResult(outs=self._run(news, retry if same else ()))
+        runs = update_runs(olds, news)
+        # The inventory stays in the outputs: refresh (`read`) runs the check against it.
+        outs: dict[str, Any] = news | {
+            "drifted_hosts": [],
+            "failed_hosts": [],
+            "unreachable_hosts": [],
+            "rollout_pending": [],
+            "hosts_run": 0,
+            "changed": 0,
+        }
+        for run in runs:
+            got = self._run(news, run.limit, run.playbook, run.extra_vars)
+            outs["failed_hosts"] += got["failed_hosts"]
+            outs["unreachable_hosts"] += got["unreachable_hosts"]
+            outs["hosts_run"] += got["hosts_run"]
+            outs["changed"] += got["changed"]
+            if run.playbook != news["playbook"]:
+                done = set(got["done_hosts"])
+                outs["rollout_pending"] += [h for h in run.limit if h not in done]
+        return dyn.UpdateResult(outs=outs)
 
-    def _run(self, props: dict[str, Any], limit: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    def _run(
+        self,
+        props: dict[str, Any],
+        limit: list[str] | tuple[str, ...],
+        playbook: str | None = None,
+        extra_vars: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         # Imported here: the program only registers the resource; running the playbook is the provider's job.
         from fjord.adapters.ansible import AnsibleSettings, run_playbook
 
+        playbook = playbook or props["playbook"]
         result = run_playbook(
-            props["playbook"],
+            playbook,
             json.loads(props["inventory"]),
             site=props["site"],
             limit=limit,
+            extra_vars=extra_vars,
             settings=AnsibleSettings(),
         )
-        where = f"{props['playbook']} on {props['group']}"
+        where = f"{playbook} on {props['group']}"
         if result.crashed:
             raise RuntimeError(f"{where} crashed: {result.error}")
         bad = result.failed_hosts + result.unreachable_hosts
@@ -147,6 +235,8 @@ class HostConfigProvider(dyn.ResourceProvider):
             "drifted_hosts": [],
             "failed_hosts": result.failed_hosts,
             "unreachable_hosts": result.unreachable_hosts,
+            "rollout_pending": [],
+            "done_hosts": [h for h in result.hosts if h not in bad],
             "hosts_run": len(result.hosts),
             "changed": result.changed,
         }
@@ -164,7 +254,11 @@ class HostConfigArgs:
     """The software versions the hosts get, shown in `pulumi preview` diffs."""
     playbook: str = "site.yml"
     playbooks_digest: str = ""
-    """Digest of the playbooks folder (playbooks_digest()): a role change reruns the playbook."""
+    """Digest of the playbooks folder (playbooks_digest()): a role change rolls through the hosts in service."""
+    hosts: tuple[str, ...] = ()
+    """The group's host names: hosts new to the group get `playbook`, hosts in service only the rollout."""
+    rollout: dict[str, Any] | None = None
+    """The drained rollout: `batch_percent`, `max_fail_percentage` (the cluster's `upgrade`), `playbook`."""
 
 
 class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
@@ -186,7 +280,10 @@ class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
             "inventory_digest": json_digest(inventory),
             "versions": args.versions,
             "playbooks_digest": args.playbooks_digest,
+            "hosts": list(args.hosts),
+            "rollout": args.rollout or {"playbook": ROLLOUT_PLAYBOOK, "batch_percent": 10, "max_fail_percentage": 0},
             "failed_hosts": None,
+            "rollout_pending": None,
             "unreachable_hosts": None,
             "drifted_hosts": None,
             "hosts_run": None,
