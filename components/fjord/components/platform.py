@@ -32,6 +32,9 @@ def kubeconfig_key(cluster: str) -> str:
 class PlatformArgs:
     platform: ClusterPlatform
     """The cluster's platform as plain data (`fjord.platform.build_platform`)."""
+    protect_namespaces: bool = True
+    """Protect the namespaces (deleting one deletes every tenant object in it); False only for a cluster the
+    stack's `fjord:allowRemove` lists."""
 
 
 def _resource_name(prefix: str, obj: Obj) -> str:
@@ -124,9 +127,10 @@ class Platform(pulumi.ComponentResource):
             context=None if kubeconfig is not None else f"fjord-{p.site}-{p.cluster}",
             opts=pulumi.ResourceOptions(parent=self),
         )
-        child = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        child = pulumi.ResourceOptions(parent=self, provider=self.provider, protect=False)
+        guarded = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=args.protect_namespaces))
         self.namespaces = {
-            ns["metadata"]["name"]: KubernetesObject(_resource_name(name, ns), ns, child) for ns in p.namespaces
+            ns["metadata"]["name"]: KubernetesObject(_resource_name(name, ns), ns, guarded) for ns in p.namespaces
         }
         self.releases = {}
         for rel in p.releases:

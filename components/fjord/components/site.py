@@ -27,6 +27,8 @@ class SiteArgs:
     """The BMC password (Pulumi secret `fjord:bmcPassword`); None registers no bare-metal layer."""
     configure_hosts: bool = True
     """Run site.yml on every scalable unit's hosts (HostConfig) when their inputs change."""
+    allow_remove: tuple[str, ...] = ()
+    """Clusters the stack's `fjord:allowRemove` lists: not protected, so that removing them can go ahead."""
 
 
 class Site(pulumi.ComponentResource):
@@ -53,7 +55,13 @@ class Site(pulumi.ComponentResource):
         self.clusters = {
             c.name: GpuCluster(
                 f"{name}-{c.name}",
-                GpuClusterArgs(c, platform=platforms.get(c.name), bare_metal=bare_metal, hosts=hosts),
+                GpuClusterArgs(
+                    c,
+                    platform=platforms.get(c.name),
+                    bare_metal=bare_metal,
+                    hosts=hosts,
+                    protect=c.name not in args.allow_remove,
+                ),
                 child,
             )
             for c in size.clusters

@@ -19,6 +19,8 @@ class Registration:
     name: str
     parent: str
     custom: bool
+    protect: bool = False
+    """Registered with Pulumi's `protect`: the engine refuses to delete it."""
 
 
 class PlanMocks(pulumi.runtime.Mocks):
@@ -51,7 +53,9 @@ class RecordingMonitor(MockMonitor):
             if urn in self._seen:
                 self.duplicates.append(urn)
             self._seen.add(urn)
-            self.registrations.append(Registration(urn, request.type, request.name, request.parent, request.custom))
+            self.registrations.append(
+                Registration(urn, request.type, request.name, request.parent, request.custom, bool(request.protect))
+            )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
     def reset(self) -> None:
