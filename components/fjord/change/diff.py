@@ -36,6 +36,7 @@ RESTART_SITE_FIELDS: Mapping[str, str] = {
     "software.driver_source": "GPU driver source",
     "software.cuda": "CUDA release",
     "software.kubernetes": "Kubernetes release",
+    "bmc.power": "declared power state: every node switched at once, not drained (take them out of service first)",
 }
 """Site fields whose change drains and restarts every existing node (rolling, per cluster, in batches)."""
 RESTART_CLUSTER_FIELDS: Mapping[str, str] = {
