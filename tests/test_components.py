@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -127,12 +128,18 @@ def test_program_rejects_bad_site_before_registering(registrations: list[Registr
     assert registrations == []
 
 
-def test_pulumi_entry_point_runs_the_program(registrations: list[Registration]) -> None:
-    """`pulumi up` runs the root __main__.py with the stack's config: the same program the plan runs."""
+def test_pulumi_entry_point_runs_the_program(
+    registrations: list[Registration], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pulumi up` runs the root __main__.py with the stack's config: the same program the plan runs. It reads
+    the stack's allocation record from the stacks folder as `fjord` finds it ($FJORD_STACKS_DIR here)."""
     import runpy
+    import shutil
 
-    from .conftest import REPO
+    from .conftest import REPO, STACKS
 
+    shutil.copy(STACKS / "Pulumi.uk.alloc.yaml", tmp_path / "Pulumi.test.alloc.yaml")  # the mocks' stack: test
+    monkeypatch.setenv("FJORD_STACKS_DIR", str(tmp_path))
     pulumi.runtime.set_all_config({"fjord:site": json.dumps(stack_site("uk"))})
     try:
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pytest
 
 from fjord.components.site import Site, SiteArgs
 from fjord.plan.mocks import Registration
@@ -57,3 +58,15 @@ def test_allow_remove_unprotects_exactly_that_cluster(registrations: list[Regist
     register(("b200",))
     assert by_type(registrations, "fjord:components:GpuCluster") == {"uk-h200": True, "uk-b200": False}
     assert set(by_type(registrations, "kubernetes:core/v1:Namespace").values()) == {False}  # b200's platform
+
+
+def test_allow_remove_as_the_stack_file_and_pulumi_give_it() -> None:
+    from fjord.spec.errors import SiteError
+    from fjord.spec.load import parse_allow_remove
+
+    assert parse_allow_remove(["h200", "b200"]) == ("h200", "b200")
+    assert parse_allow_remove('["h200"]') == ("h200",)  # a list as Pulumi hands it to the program: JSON text
+    assert parse_allow_remove("h200, b200") == ("h200", "b200")
+    assert parse_allow_remove(None) == ()
+    with pytest.raises(SiteError, match="must list cluster names"):
+        parse_allow_remove({"h200": True})

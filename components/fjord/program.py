@@ -7,7 +7,6 @@ registered, so a rejected site changes nothing.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pulumi
@@ -17,8 +16,8 @@ from fjord.components.platform import kubeconfig_key
 from fjord.components.site import Site, SiteArgs
 from fjord.sizing.alloc import read as read_alloc
 from fjord.sizing.site import validate_site
-from fjord.spec.errors import Problem, SiteError
-from fjord.spec.load import DEFAULT_STACK, default_site, missing_site_problem, stacks_dir
+from fjord.spec.errors import SiteError
+from fjord.spec.load import DEFAULT_STACK, default_site, missing_site_problem, parse_allow_remove, stacks_dir
 
 
 def main(stacks: Path | None = None) -> Site:
@@ -34,7 +33,7 @@ def main(stacks: Path | None = None) -> Site:
     # Racks and addresses come from the committed allocation record; a missing or stale one stops the program
     # here, before anything is registered, rather than renumbering nodes (docs/safe-change.md).
     record = read_alloc(stack, stacks_dir(stacks))
-    spec, size = validate_site(raw, source=f"stack {stack}", alloc=record, require_current=True)
+    spec, size = validate_site(raw, source=f"stack {stack}", alloc=record, require_current=True, stack=stack)
     # The BMC password is a Pulumi secret. Unset, the bare-metal resources still plan, and the provider's
     # check fails the preview with a line saying how to set it. Every credential is checked here, before the
     # first registration, so a stack holding one in plain text changes nothing.
@@ -49,7 +48,7 @@ def main(stacks: Path | None = None) -> Site:
             size=size,
             bmc_password=password,
             configure_hosts=config.get_bool("configureHosts") is not False,
-            allow_remove=_allow_remove(config.get("allowRemove")),
+            allow_remove=parse_allow_remove(config.get("allowRemove")),
         ),
     )
     pulumi.export("site", spec.name)
@@ -58,20 +57,3 @@ def main(stacks: Path | None = None) -> Site:
     pulumi.export("baremetal_failed", site.bare_metal_failed)
     pulumi.export("storage", site.storage.offers)
     return site
-
-
-def _allow_remove(raw: str | None) -> tuple[str, ...]:
-    """`fjord:allowRemove`: a list of cluster names (or one comma-separated string), as `fjord alloc` reads it."""
-    if raw is None:
-        return ()
-    try:
-        value: object = json.loads(raw)
-    except ValueError:
-        value = raw
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-        raise SiteError(
-            [Problem("fjord:allowRemove", value, "must list cluster names; allowed: a list such as [h200]")],
-            "stack config",
-        )
-    return tuple(v.strip() for v in items if v.strip())

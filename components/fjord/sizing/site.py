@@ -465,10 +465,15 @@ def _quota_problems(site: Site, gpus: dict[str, int]) -> list[Problem]:
 
 
 def validate_site(
-    raw: Any, source: str = "", alloc: Allocation | None = None, *, require_current: bool = False
+    raw: Any,
+    source: str = "",
+    alloc: Allocation | None = None,
+    *,
+    require_current: bool = False,
+    stack: str | None = None,
 ) -> tuple[Site, SiteSize]:
     """Every rule fjord has, in one call: the model's checks (`load_site`), then sizing's (`size_site`, with
-    the allocation record `alloc` and `require_current` as it takes them).
+    the allocation record `alloc`, `require_current` and `stack` as it takes them).
 
     `fjord validate`, `size`, `render`, the plan and the program under `pulumi up` all run exactly this before
     they do anything else, so a site one of them rejects is rejected by all (tests/test_validate_plan_agree.py).
@@ -476,7 +481,7 @@ def validate_site(
     """
     site = load_site(raw, source)
     try:
-        return site, size_site(site, alloc, require_current=require_current)
+        return site, size_site(site, alloc, require_current=require_current, stack=stack)
     except SiteError as exc:
         raise SiteError(exc.problems, source) from None
 
@@ -514,14 +519,17 @@ def _slurm_problems(site: Site, clusters: list[ClusterSize]) -> list[Problem]:
     return problems
 
 
-def size_site(site: Site, alloc: Allocation | None = None, *, require_current: bool = False) -> SiteSize:
+def size_site(
+    site: Site, alloc: Allocation | None = None, *, require_current: bool = False, stack: str | None = None
+) -> SiteSize:
     """Size the site, or raise SiteError listing every limit it breaks.
 
     Racks and subnets come from the allocation record `alloc` (`fjord.sizing.alloc`), extended for what the
     spec adds and trimmed for what it removes; the result's `alloc` is that record. Without one, everything is
     allocated afresh in spec order. A change that would move a recorded cluster or tier is a SiteError. With
     `require_current` (the Pulumi program), the record must exist and already be the spec's record: a missing
-    or stale one is a SiteError saying to run `fjord alloc`, so the program never renumbers on its own.
+    or stale one is a SiteError saying to run `fjord alloc <stack>` (`stack`: the stack's name, default the
+    site's), so the program never renumbers on its own.
     """
     problems: list[Problem] = []
 
@@ -709,14 +717,14 @@ def size_site(site: Site, alloc: Allocation | None = None, *, require_current: b
                 ]
             )
     if require_current:
-        _require_current(alloc, record)
+        _require_current(alloc, record, stack or site.name)
     return size
 
 
-RUN_ALLOC = "run `fjord alloc {site}` and commit the record it writes"
+RUN_ALLOC = "run `fjord alloc {stack}` and commit the record it writes"
 
 
-def _require_current(given: Allocation | None, record: Allocation) -> None:
+def _require_current(given: Allocation | None, record: Allocation, stack: str) -> None:
     if given is None:
         raise SiteError(
             [
@@ -724,7 +732,7 @@ def _require_current(given: Allocation | None, record: Allocation) -> None:
                     "allocation record",
                     None,
                     "is missing: the program does not allocate racks and addresses on its own;"
-                    f" allowed: {RUN_ALLOC.format(site=record.site)}",
+                    f" allowed: {RUN_ALLOC.format(stack=stack)}",
                 )
             ]
         )
@@ -735,7 +743,7 @@ def _require_current(given: Allocation | None, record: Allocation) -> None:
                     "allocation record",
                     "stale",
                     f"does not match the spec ({'; '.join(differences(given, record)) or 'racks or subnets differ'});"
-                    f" allowed: {RUN_ALLOC.format(site=record.site)}",
+                    f" allowed: {RUN_ALLOC.format(stack=stack)}",
                 )
             ]
         )

@@ -6,7 +6,9 @@ cannot be decrypted offline; they are kept as opaque markers, never printed and 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -400,13 +402,21 @@ def _at(raw: Any, path: tuple[str | int, ...]) -> Any:
 
 def allow_remove(cfg: StackConfig) -> tuple[str, ...]:
     """The clusters `fjord:allowRemove` lists (a list of names, or one comma-separated string)."""
-    value = cfg.config.get(ALLOW_REMOVE_KEY)
+    return parse_allow_remove(cfg.config.get(ALLOW_REMOVE_KEY), str(cfg.path or cfg.stack))
+
+
+def parse_allow_remove(value: Any, source: str = "stack config") -> tuple[str, ...]:
+    """`fjord:allowRemove` as a stack file holds it (a list) or as Pulumi hands it to the program (that list as
+    JSON text, or a comma-separated string): the cluster names."""
     if value is None:
         return ()
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # not JSON: a comma-separated string
+            value = json.loads(value)
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
         problem = Problem(ALLOW_REMOVE_KEY, value, "must list cluster names; allowed: a list such as [h200]")
-        raise SiteError([problem], str(cfg.path or cfg.stack))
+        raise SiteError([problem], source)
     return tuple(v.strip() for v in items if v.strip())
 
 
