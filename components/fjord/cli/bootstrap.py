@@ -59,8 +59,10 @@ PASSWORD_ENV = "FJORD_BMC_PASSWORD"
 SITE_PLAYBOOK = "site.yml"
 ACCEPTANCE_PLAYBOOK = "acceptance.yml"
 SERVICE_PLAYBOOK = "enter-service.yml"
-SLURM_PLAYBOOKS = ("slurm.yml", "slurm-controller.yml")
-"""The Slurm control plane's playbook (issue 28's roles), whichever of these names is in playbooks/."""
+SLURM_PLAYBOOK = "slurm.yml"
+"""The Slurm control plane's playbook (the slurm and munge roles, issue 28); site.yml may import it."""
+SLURM_RESUME = "slurm-resume.yml"
+"""Resumes the Slurm nodes fjord drained (the slurm role's, issue 28): how an accepted Slurm node enters service."""
 
 
 class PhaseFailed(Exception):
@@ -300,20 +302,23 @@ def phase_scheduler(run: Run) -> str:
                 " accepted"
             )
             continue
-        playbook = next((p for p in SLURM_PLAYBOOKS if (folder / p).is_file()), None)
-        if playbook is None:
+        if not (folder / SLURM_PLAYBOOK).is_file():
             blocked.append(
-                f"{c.name} (slurm): no Slurm control plane playbook ({' or '.join(SLURM_PLAYBOOKS)}) in {folder};"
-                " the Slurm roles (issue 28) have not landed, so its nodes cannot be resumed into service"
+                f"{c.name} (slurm): no Slurm control plane playbook ({SLURM_PLAYBOOK}) in {folder};"
+                " the Slurm roles (issue 28) are not there, so its nodes cannot be resumed into service"
             )
             continue
-        result = run.playbook(playbook, nodes)
+        site_yml = folder / SITE_PLAYBOOK
+        if site_yml.is_file() and SLURM_PLAYBOOK in site_yml.read_text(encoding="utf-8"):
+            lines.append(f"{c.name} (slurm): control plane set up by {SITE_PLAYBOOK} ({SLURM_PLAYBOOK}) in phase hosts")
+            continue
+        result = run.playbook(SLURM_PLAYBOOK, nodes)
         bad = [h for h in nodes if _host_failure(result, h)]
         if bad:
             raise PhaseFailed(
-                f"{c.name} (slurm): {playbook} failed on {', '.join(bad)}: {_host_failure(result, bad[0])}"
+                f"{c.name} (slurm): {SLURM_PLAYBOOK} failed on {', '.join(bad)}: {_host_failure(result, bad[0])}"
             )
-        lines.append(f"{c.name} (slurm): {playbook} on {len(nodes)} nodes")
+        lines.append(f"{c.name} (slurm): {SLURM_PLAYBOOK} on {len(nodes)} nodes")
     if blocked:
         raise PhaseBlocked("; ".join(lines + blocked))
     return "; ".join(lines)
@@ -393,8 +398,10 @@ def phase_acceptance(run: Run, nodes: list[str]) -> str:
         result = run.playbook(
             SERVICE_PLAYBOOK, entering, {"fjord_acceptance_run": run_id, "fjord_acceptance_evidence": evidence}
         )
+        slurm = [h for h in entering if run.site.cluster(run.clusters[h]).scheduler == "slurm"]
+        resumed = _slurm_resume(run, [h for h in slurm if _host_failure(result, h) is None])
         for host in entering:
-            why = _host_failure(result, host)
+            why = _host_failure(result, host) or resumed.get(host)
             not_in += why is not None
             run.set_node(
                 host,
@@ -410,6 +417,19 @@ def phase_acceptance(run: Run, nodes: list[str]) -> str:
     if rejected or not_in:
         raise NodesFailed(detail)
     return detail
+
+
+def _slurm_resume(run: Run, nodes: list[str]) -> dict[str, str | None]:
+    """Resume accepted Slurm nodes (slurm-resume.yml); per node, why it did not enter service (None: it did)."""
+    from fjord.adapters.playbooks import default_playbooks_dir
+
+    if not nodes:
+        return {}
+    if not ((run.playbooks_dir or default_playbooks_dir()) / SLURM_RESUME).is_file():
+        why = f"no {SLURM_RESUME} (the Slurm roles, issue 28): the node passed acceptance and stays drained"
+        return dict.fromkeys(nodes, why)
+    result = run.playbook(SLURM_RESUME, nodes)
+    return {h: _host_failure(result, h) for h in nodes}
 
 
 def handover_report(run: Run) -> dict[str, Any]:
