@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from fjord.adapters import redfish as rf
 from fjord.cli.bmc import EXIT_NODES_FAILED, PASSWORD_ENV
 from fjord.cli.main import app
-from fjord.providers.baremetal import PASSWORD, BareMetalProvider, unit_props
+from fjord.providers.baremetal import PASSWORD, BareMetalProvider, check_inputs, unit_props
 from fjord.sizing.bmc import BmcEndpoint
 from fjord.spec.load import default_site
 from fjord.spec.models import Bmc
@@ -342,3 +342,17 @@ def test_provider_records_a_garbage_answer_against_the_node(emulator: Emulator, 
     assert outs["failed"][bad].startswith("server: the BMC answered HTTP 500 to GET with 29 bytes of application/json")
     assert set(outs["state"]) == set(nodes[1:])
     assert BMC_PASSWORD not in json.dumps({k: v for k, v in outs.items() if k != PASSWORD})
+    assert ("deadline_s", "is 0; allowed: a number > 0") in check_inputs({**props, "deadline_s": 0})
+
+
+def test_provider_records_what_a_failed_node_had_changed(emulator: Emulator, proxy: FaultProxy) -> None:
+    """The boot override lands, then the power action gets an HTML 500 page: `failed` says both."""
+    node = NODES[15]
+    proxy.faults.answers[f"/Systems/{node}/{RESET}"] = HTML_500
+    spec = Bmc(username=USERNAME, retries=0, backoff_s=0.01, timeout_s=5, power="on", boot="pxe")
+    props = unit_props("f-su000", [BmcEndpoint(node, proxy.url, node)], spec, "unused")
+    props[PASSWORD] = BMC_PASSWORD
+    outs = BareMetalProvider().create(props).outs or {}
+    assert outs["state"] == {}
+    assert outs["failed"][node].startswith("server: the BMC answered HTTP 500 to POST with 65 bytes of text/html")
+    assert outs["failed"][node].endswith("(after 1 tries; changed before failing: boot pxe once)")

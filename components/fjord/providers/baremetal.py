@@ -140,7 +140,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "boot": tuple(BOOT_TARGET),
     "on_delete": ("leave", "power-off"),
 }
-POSITIVE = ("timeout_s", "power_timeout_s", "concurrency")
+POSITIVE = ("timeout_s", "power_timeout_s", "concurrency", "deadline_s")
 NON_NEGATIVE = ("retries", "backoff_s")
 
 
@@ -344,7 +344,8 @@ class BareMetalProvider(dyn.ResourceProvider):
                 state[name] = {**(outcome.value or {}), "attempts": outcome.attempts}
             else:
                 state.pop(name, None)
-                failed[name] = f"{outcome.error.kind}: {outcome.error.message} (after {outcome.attempts} tries)"
+                done = f"; changed before failing: {', '.join(outcome.actions)}" if outcome.actions else ""
+                failed[name] = f"{outcome.error.kind}: {outcome.error.message} (after {outcome.attempts} tries{done})"
         order = list(props["nodes"])
         return {
             **{k: v for k, v in props.items() if k not in OUTPUT_ONLY},
