@@ -8,6 +8,7 @@ except under FJORD_REQUIRE_INTEGRATION=1 (CI), where that fails.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import shutil
@@ -267,3 +268,44 @@ def test_host_config_resource_records_failures_and_reruns_them(bed: Bed, monkeyp
     assert retried["hosts_run"] == 1  # only the host left behind
     assert (retried["failed_hosts"], retried["unreachable_hosts"]) == ([], [])
     assert provider.diff(rid, retried, props).changes is False
+
+
+def test_a_version_bump_rolls_hosts_in_service_batch_by_batch(bed: Bed) -> None:
+    """A software version bump reaches hosts in service only through the drained rollout: HostConfig's update
+    runs upgrade-gpu-stack.yml (never site.yml) with the cluster's batch_percent as `serial`, so each batch (here
+    one host of four) is taken out of service, changed, validated and returned before the next one starts. (The
+    inventory keeps the versions the testbed's mirror serves; the bump is what makes the update choose the rollout.)"""
+    from fjord.providers.playbook import update_runs
+
+    converged = bed.run()  # hosts in service have been through site.yml (their apt sources, their packages)
+    assert converged.ok, {h: r.failures for h, r in converged.hosts.items()}
+    unit = size_site(bed.site).clusters[0].units[0]
+    hosts = [n.name for n in unit.nodes()]
+    rollout = {"playbook": "upgrade-gpu-stack.yml", "batch_percent": 25, "max_fail_percentage": 0}
+    olds = {"playbook": PLAYBOOK, "hosts": hosts, "rollout": rollout, "versions": {"cuda": "12.8", "bios": {}}}
+    news = olds | {"versions": {"cuda": "12.9", "bios": {}}}
+    (run,) = update_runs(olds, news)
+    assert (run.playbook, run.limit) == ("upgrade-gpu-stack.yml", tuple(hosts))
+    events: list[ProgressEvent] = []
+    inventory = unit_inventory(bed.site, unit, host_vars=bed.vars)
+    result = run_playbook(
+        run.playbook,
+        inventory.data,
+        site=bed.site.name,
+        limit=run.limit,
+        extra_vars=run.extra_vars,
+        settings=bed.settings,
+        on_event=events.append,
+    )
+    assert not result.crashed, result.error
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    assert sorted(result.hosts) == sorted(hosts)
+    # Batches of one host: every host's tasks run before the next host's first task (Ansible's serial).
+    order = [e.host for e in events if e.host and e.kind in ("ok", "changed", "skipped", "failed")]
+    first = {h: order.index(h) for h in hosts}
+    last = {h: len(order) - 1 - order[::-1].index(h) for h in hosts}
+    batches = sorted(hosts, key=first.__getitem__)
+    assert all(last[a] < first[b] for a, b in itertools.pairwise(batches)), order
+    # Each host was taken out of service (here: said why it could not be cordoned) before it was changed.
+    said = [e.host for e in events if e.task == "Upgrade | Say why the node is not cordoned" and e.kind == "ok"]
+    assert sorted(said) == sorted(hosts)
