@@ -154,3 +154,14 @@ def test_the_program_bounds_the_site_pulumi_hands_it(registrations: list[Any]) -
 def test_bounds_leave_real_sites_alone() -> None:
     for stack in ("dev", "uk", "narvik"):
         bounded(read_stack(stack, STACKS).site)
+
+
+def test_a_policy_settings_file_of_aliases_is_bounded_too(tmp_path: Path) -> None:
+    """policy/config.yaml is read by the same bounded loader as the stack files."""
+    path = tmp_path / "policy.yaml"
+    lines = ['l0: &l0 ["a", "a", "a", "a", "a", "a", "a", "a", "a"]']
+    lines += [f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, 9)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["validate", "dev", "--policy-config", str(path)])
+    assert result.exit_code == 1
+    assert "holds more than 1,000,000 values once YAML aliases are expanded" in result.stderr

@@ -159,3 +159,34 @@ def test_no_site_rule_lives_outside_spec_and_sizing() -> None:
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Problem":
                     found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
+
+
+def test_validate_fails_a_mandatory_policy_rule_as_the_plan_does(tmp_path: Path) -> None:
+    """A site valid to the model but against a mandatory policy rule (a public BMC network) passed `fjord validate`
+    and failed `fjord plan` (exit 6): validate runs the policy rules too, with the same settings and exit code."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from fjord.cli.common import EXIT_POLICY
+
+    from .test_spec_rejects import dev_raw
+
+    raw = dev_raw()
+    raw["ip_plan"]["bmc"] = "8.20.0.0/22"
+    (tmp_path / "Pulumi.pub.yaml").write_text(yaml.safe_dump({"config": {"fjord:site": raw}}), encoding="utf-8")
+    assert validate(raw) is None  # valid to the model and sizing
+    codes = []
+    for command in (["alloc", "pub"], ["validate", "pub"], ["plan", "pub"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "fjord", *command, "--stacks-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        codes.append(done.returncode)
+        if command[0] != "alloc":
+            assert "policy no-bmc-exposure (mandatory): ip_plan.bmc" in done.stderr, done.stderr
+    assert codes == [0, EXIT_POLICY, EXIT_POLICY]

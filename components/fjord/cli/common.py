@@ -144,6 +144,24 @@ def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
         raise reject(exc.source or source, exc.lines()) from None
 
 
+def stack_policy(
+    stack: str, folder: Path | None, site: Site, size: SiteSize, policy_config: Path | None
+) -> dict[str, Any]:
+    """fjord's policy rules over a validated stack, as `fjord plan`'s worker runs them: the settings in
+    `policy_config`, else the repository's policy/config.yaml beside the stacks folder, else the defaults.
+    A bad settings file exits 1."""
+    from fjord.policy import evaluate, load_settings, policy_input
+    from fjord.policy.rules import default_settings_path
+    from fjord.spec.load import read_stack, stacks_dir
+
+    try:
+        settings = load_settings(policy_config or default_settings_path(stacks_dir(folder)))
+        cfg = read_stack(stack, folder)
+    except SiteError as exc:
+        raise reject(exc.source, exc.lines()) from None
+    return evaluate(policy_input(stack, site, size, cfg, settings=settings)).as_dict()
+
+
 def split_list(values: list[str] | None) -> list[str]:
     """A repeatable option's values, each of which may be comma-separated: ['a,b', 'c'] -> ['a', 'b', 'c']."""
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]

@@ -3,7 +3,7 @@
 Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stderr, field path first);
 2 usage errors (Typer); 3 `fjord diff`: the change is disruptive (drains, restarts or removes nodes), or
 `fjord bmc`: some nodes failed; 4 a stack is over the resource budget; 6 a mandatory policy rule failed
-(docs/policy.md).
+(`fjord validate` and `fjord plan` alike; docs/policy.md).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from fjord.cli.common import (
     reject,
     stack_file,
     stack_names,
+    stack_policy,
     write_json,
 )
 from fjord.cli.common import EXIT_REJECTED as EXIT_REJECTED  # the exit codes are listed here, with EXIT_OVER_BUDGET
@@ -55,9 +56,16 @@ app = typer.Typer(
 
 
 @app.command()
-def validate(stack: StackArg, stacks_dir_: StacksDir = None) -> None:
-    """Check a site description against the model and the physical limits (power, space, addresses)."""
+def validate(stack: StackArg, stacks_dir_: StacksDir = None, policy_config: PolicyConfig = None) -> None:
+    """Check a site description against the model, the physical limits (power, space, addresses) and fjord's
+    policy rules: exit 1 for a rejected site, 6 for a mandatory policy rule it fails, as `fjord plan` does."""
     site, size, source = load_stack(stack, stacks_dir_)
+    report = stack_policy(stack, stacks_dir_, site, size, policy_config)
+    advisory = sum(len(r["violations"]) for r in report["results"] if r["status"] == "failed")
+    if report["mandatory_failed"]:
+        policy_errors(stack, report)
+        raise typer.Exit(EXIT_POLICY)
+    findings = f"; policy: {advisory} advisory finding{'' if advisory == 1 else 's'}" if advisory else ""
     out.print(
         labelled(
             "ok",
@@ -65,7 +73,7 @@ def validate(stack: StackArg, stacks_dir_: StacksDir = None) -> None:
             f" {source}: site {site.name} ({site.country}, {site.jurisdiction}), "
             f"{len(site.clusters)} cluster{'' if len(site.clusters) == 1 else 's'}, "
             f"{size.gpus:,} GPUs, {size.nodes:,} nodes, "
-            f"{size.power.facility_kw / 1000:,.2f} of {site.power.grid_budget_mw:g} MW",
+            f"{size.power.facility_kw / 1000:,.2f} of {site.power.grid_budget_mw:g} MW{findings}",
         )
     )
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fjord.platform.build import ClusterPlatform, build_platform, tenant_namespace
 from fjord.sizing.site import SiteSize
 from fjord.spec.errors import CREDENTIAL_KEY, SECRET_SHOWN, Problem, SiteError, problems_from_validation
-from fjord.spec.load import StackConfig, must_be_secret
+from fjord.spec.load import LIMITS, SAFE_LOADER, StackConfig, TooLarge, must_be_secret
 from fjord.spec.models import Jurisdiction, Site
 
 Severity = Literal["advisory", "mandatory"]
@@ -72,7 +72,10 @@ def load_settings(path: Path | None) -> PolicySettings:
     if path is None or not path.is_file():
         return PolicySettings()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # The one bounded loader (fjord.spec.load): a settings file of YAML aliases cannot blow up either.
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+    except TooLarge as exc:
+        raise SiteError([Problem("", str(path), f"{exc.what}; {LIMITS}")], str(path)) from None
     except yaml.YAMLError as exc:
         problem = Problem("", str(path), f"is not valid YAML ({exc}); allowed: a YAML mapping")
         raise SiteError([problem], str(path)) from None
