@@ -174,3 +174,30 @@ def test_odd_file_names_never_become_stack_names() -> None:
     assert stack_of("stacks/Pulumi.$(touch x).yaml") is None
     assert stack_of("stacks/Pulumi.a b.yaml") is None
     assert stack_of("stacks/Pulumi.uk.alloc.yaml") == "uk"  # the stack's allocation record touches the stack
+
+
+def test_an_engine_preview_that_changes_anything_is_drift(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from fjord.cli.main import app
+    from fjord.gitops.drift import preview_drift
+
+    clean = {"ok": True, "changes": {"same": 37}, "steps": []}
+    assert preview_drift(clean) == []
+    step = {"urn": "urn:pulumi:dev::fjord::pulumi-python:dynamic/baremetal:NodePool::dev-h100-su000-baremetal"}
+    drifted = {"ok": True, "changes": {"update": 1, "same": 36}, "steps": [{**step, "op": "update"}]}
+    assert preview_drift(drifted) == ["1 to update", f"update {step['urn']}"]
+    assert preview_drift({"ok": False, "errors": ["BMC unreachable"]}) == ["the preview failed: BMC unreachable"]
+    file = tmp_path / "preview.json"
+    file.write_text(json.dumps(drifted))
+    result = CliRunner().invoke(app, ["gitops", "drift", "dev", "--preview", str(file)])
+    assert result.exit_code == 3
+    assert "dev: drift: 1 to update" in result.stderr
+    file.write_text(json.dumps(clean))
+    result = CliRunner().invoke(app, ["gitops", "drift", "dev", "--preview", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "dev: no drift from the state" in result.stdout
+    both = CliRunner().invoke(app, ["gitops", "drift", "dev", "--preview", str(file), "--record", str(file)])
+    assert both.exit_code == 1

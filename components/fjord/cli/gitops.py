@@ -460,24 +460,40 @@ def record(
 @app.command()
 def drift(
     stack: StackArg,
-    record_file: Annotated[Path, typer.Option("--record", help="The last apply's record (`fjord gitops record`).")],
+    record_file: Annotated[
+        Path | None, typer.Option("--record", help="The last apply's record (`fjord gitops record`).")
+    ] = None,
+    preview: Annotated[
+        Path | None,
+        typer.Option("--preview", help="Instead: the engine's `fjord preview --json` of the stack, expected empty."),
+    ] = None,
     repo: Repo = None,
     stacks_dir_: StacksDir = None,
     plan: PlanFile = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """The offline drift check: the stack now against the last apply's record; reports, writes nothing. Exit 3
-    on drift."""
+    """The drift check: the stack now against the last apply's record (offline), or an engine preview that must
+    change nothing; reports, writes nothing. Exit 3 on drift."""
     from fjord.gitops.drift import drift as drift_of
+    from fjord.gitops.drift import preview_drift
 
-    applied = _read_json(record_file, "--record")
-    if not isinstance(applied, dict):
-        raise reject(str(record_file), ["--record: allowed: a record written by `fjord gitops record`"])
-    found = drift_of(applied, _current_record(stack, stacks_dir_, plan, repo))
+    if (record_file is None) == (preview is None):
+        raise reject(f"stack {stack}", ["give --record or --preview; allowed: exactly one of them"])
+    if preview is not None:
+        doc = _read_json(preview, "--preview")
+        if not isinstance(doc, dict):
+            raise reject(str(preview), ["--preview: allowed: `fjord preview <stack> --json` output"])
+        found, since = preview_drift(doc), "the state"
+    else:
+        applied = _read_json(record_file, "--record")
+        if not isinstance(applied, dict):
+            raise reject(str(record_file), ["--record: allowed: a record written by `fjord gitops record`"])
+        found = drift_of(applied, _current_record(stack, stacks_dir_, plan, repo))
+        since = f"the apply at {str(applied.get('commit', '?'))[:12]}"
     if as_json:
         write_json({"stack": stack, "clean": not found, "drift": found})
     elif not found:
-        out.print(plain(f"{stack}: no drift from the apply at {str(applied.get('commit', '?'))[:12]}"))
+        out.print(plain(f"{stack}: no drift from {since}"))
     for line in found:
         error_line(f"{stack}: drift: {line}")
     if found:

@@ -50,3 +50,15 @@ def drift(record: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
         if was.get(t, 0) != now.get(t, 0):
             found.append(f"{t}: {was.get(t, 0)} applied, {now.get(t, 0)} asked for now")
     return found
+
+
+def preview_drift(preview: Mapping[str, Any]) -> list[str]:
+    """What an engine preview (`fjord preview --json`) would change; [] is clean. A failed preview is drift too:
+    it could not show that nothing changes."""
+    found = [f"{n} to {op}" for op, n in sorted(preview.get("changes", {}).items()) if n and op != "same"]
+    found += [f"{s.get('op')} {s.get('urn')}" for s in preview.get("steps", []) if s.get("op") not in (None, "same")][
+        :20
+    ]
+    if not preview.get("ok", True):
+        found += [f"the preview failed: {e}" for e in preview.get("errors", [])] or ["the preview failed"]
+    return found
