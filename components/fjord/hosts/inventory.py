@@ -6,6 +6,8 @@ Groups (Ansible allows letters, digits and `_` in group names, so `-` becomes `_
   toolkit, SKU, validation thresholds, upgrade batches) live on the cluster group, `fjord_scalable_unit` on
   the unit's;
 - `rack_<hall>_rNNNN`: the hosts of one rack (a rack may hold nodes of two scalable units), `fjord_rack`.
+- `slurm` > the Slurm clusters' `cluster_*` groups; `slurmctld` and `slurmdbd`: their controllers and accounting
+  hosts (fjord.hosts.slurm), the groups playbooks/slurm.yml runs its phases on.
 Hosts carry only what differs per host: `ansible_host` (the management address) and `fjord_node_role`.
 The variables are the interface to the roles under `playbooks/` (see the README, "Host configuration").
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fjord.hosts.nvlink import IMEX_OPTIONS, domain_vars
 from fjord.hosts.slurm import slurm_cluster
 from fjord.sizing.site import ClusterSize, Node, ScalableUnitSize, SiteSize, size_site
 from fjord.spec.catalog import CUDA_MIN_DRIVER_BRANCH
@@ -295,14 +298,23 @@ class _Doc:
         cg, hg, ug = group_name("cluster", u.cluster), group_name("hall", cluster.hall), unit_group(u)
         unit_hosts: dict[str, Any] = {}
         rack_groups: dict[str, str] = {}  # a rack's nodes share its group name: formatted once per rack
+        # An NVL72 rack is one NVLink domain: its group carries the IMEX node list (every tray of the rack, also
+        # where a limit keeps only some) and the Kubernetes label.
+        trays: dict[str, list[str]] | None = {} if cluster.gpu.rack_scale else None
         for node in u.nodes() if nodes is None else nodes:
             rg = rack_groups.get(node.rack) or rack_groups.setdefault(node.rack, group_name("rack", node.rack))
+            if trays is not None:
+                trays.setdefault(node.rack, []).append(node.management)
             if keep is not None and not keep(node.name, rg):
                 continue
             record: dict[str, Any] = {"ansible_host": node.management, "fjord_node_role": node.role}
             record.update(self.extra.get(node.name, {}))
             unit_hosts[node.name] = record
             children.setdefault(rg, {"vars": {"fjord_rack": node.rack}, "hosts": {}})["hosts"][node.name] = None
+        if trays is not None:
+            for rack, addresses in trays.items():
+                if rack_groups[rack] in children:
+                    children[rack_groups[rack]]["vars"].update(domain_vars(self.site.name, rack, addresses))
             self.names.append(node.name)
         if not unit_hosts:
             return
@@ -312,10 +324,25 @@ class _Doc:
             self.site_children[hg] = None
         children[cg]["children"][ug] = None
         children[ug] = {"vars": {"fjord_scalable_unit": u.index}, "hosts": unit_hosts}
+        if cluster.scheduler == "slurm":
+            # The groups the Slurm playbook's phases run on: every node, the controllers, the accounting host.
+            variables = children[cg]["vars"]
+            children.setdefault("slurm", {"children": {}})["children"][cg] = None
+            for group, hosts in (
+                ("slurmctld", variables["slurm_controllers"]),
+                ("slurmdbd", [variables["slurm_accounting_host"]]),
+            ):
+                for host in hosts:
+                    if host in unit_hosts:
+                        children.setdefault(group, {"hosts": {}})["hosts"][host] = None
 
     def cluster_vars(self, cluster: Cluster) -> dict[str, Any]:
         """The cluster group's variables; a Slurm cluster's add its slurm_* variables (fjord.hosts.slurm)."""
         variables = cluster_vars(self.site, cluster)
+        if cluster.gpu.rack_scale:
+            # IMEX on the hosts for Slurm; on Kubernetes the DRA driver's ComputeDomains run it in pods.
+            variables["imex_enabled"] = cluster.scheduler == "slurm"
+            variables["imex_options"] = dict(IMEX_OPTIONS)
         if cluster.scheduler == "slurm":
             if cluster.name not in self.sized:
                 self.sized.update({c.name: c for c in size_site(self.site).clusters})

@@ -149,6 +149,9 @@ class SlurmCluster:
     def inventory_vars(self) -> dict[str, Any]:
         """The cluster's `slurm_*` inventory variables: the interface to playbooks/roles/slurm and munge."""
         return {
+            "slurm_enabled": True,
+            "munge_enabled": True,
+            "munge_key_host": self.controllers[0],
             "slurm_cluster_name": self.name,
             "slurm_partition": self.partition,
             "slurm_controllers": list(self.controllers),
@@ -167,6 +170,7 @@ class SlurmCluster:
             "slurm_release": self.release,
             "slurm_containers": self.containers,
             "slurm_drain_prefix": DRAIN_PREFIX,
+            "slurm_cgroup_conf": cgroup_conf().splitlines()[1:],
             "slurm_health_check_program": HEALTH_CHECK,
         }
 
@@ -272,8 +276,8 @@ def _settings(site: Site, cluster: Cluster, accounting: str) -> dict[str, str]:
         "AuthType": "auth/munge",
         "CredType": "cred/munge",
         **PORTS,
-        "StateSaveLocation": slurm.state_dir if slurm else "/var/spool/slurmctld",
-        "SlurmdSpoolDir": "/var/spool/slurmd",
+        "StateSaveLocation": slurm.state_dir if slurm else "/var/lib/slurm/slurmctld",
+        "SlurmdSpoolDir": "/var/lib/slurm/slurmd",
         "SlurmctldPidFile": "/run/slurmctld.pid",
         "SlurmdPidFile": "/run/slurmd.pid",
         "SlurmctldLogFile": "/var/log/slurm/slurmctld.log",

@@ -218,6 +218,15 @@ def gpu_operator_values(site: Site, cluster: Cluster, nodes: int, air_gap: AirGa
         }
         if air_gap is not None:
             values["driver"]["repoConfig"] = {"configMapName": DRIVER_REPO_CONFIGMAP}
+    if cluster.gpu.rack_scale:
+        # Multi-node NVLink (NVL72): workloads spanning a rack's trays get a ComputeDomain, for which the NVIDIA DRA
+        # driver runs IMEX in pods (the host IMEX service stays off on Kubernetes). In this chart the DRA driver
+        # comes with the GPUCluster CR, which replaces the ClusterPolicy (the two must not both exist).
+        values["clusterPolicy"] = {"deployCR": False}
+        values["gpuCluster"] = {"deployCR": True}
+        values["draDriver"] = {"computeDomains": {"enabled": True}}
+        if air_gap is not None:
+            values["draDriver"]["repository"] = mirror("nvcr.io/nvidia", air_gap)
     if air_gap is not None:
         for path, upstream in GPU_OPERATOR_IMAGES:
             _set(values, f"{path}.repository", mirror(upstream, air_gap))

@@ -382,7 +382,7 @@ class Slurm(_Spec):
         default=None, description="The host of slurmdbd and its MariaDB database (default: the primary controller)."
     )
     state_dir: Annotated[str, _matching(r"/[A-Za-z0-9._/-]*", "an absolute path")] = Field(
-        default="/var/spool/slurmctld",
+        default="/var/lib/slurm/slurmctld",
         description="slurmctld's StateSaveLocation; with a backup controller it must be on storage both share.",
     )
     release: SlurmRelease | None = Field(

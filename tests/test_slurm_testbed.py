@@ -1,0 +1,239 @@
+"""A real Slurm cluster on the four testbed hosts (tests/testbed.py), from Debian's Slurm packages in the mirror.
+
+The dev site's H100 cluster made a Slurm cluster: n000 the primary controller and the accounting host (MariaDB,
+slurmdbd), n001 the backup controller, slurmd on all four. The hosts have no GPU, so they declare none; their
+init is no systemd, so the role picks the non-cgroup plugins. Needs root; skipped with the reason when a testbed
+cannot be built here, except under FJORD_REQUIRE_INTEGRATION=1.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, ProgressEvent, run_playbook
+from fjord.hosts import build_inventory
+from fjord.hosts.inventory import upgrade_vars
+from fjord.hosts.slurm import slurm_clusters
+from fjord.sizing.site import size_site
+from fjord.spec.load import load_site
+from fjord.spec.models import Site
+from tests import testbed as tb
+from tests.test_hosts_testbed import TESTBED_VARS, _unavailable, air_gapped_site
+
+pytestmark = [pytest.mark.slow, pytest.mark.testbed]
+
+HOSTS = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
+PRIMARY, BACKUP = HOSTS[0], HOSTS[1]
+
+
+def slurm_site(mirror_url: str) -> dict[str, Any]:
+    raw = air_gapped_site(mirror_url)
+    cluster = raw["clusters"][0]
+    cluster["scheduler"] = "slurm"
+    cluster["slurm"] = {"controllers": [PRIMARY, BACKUP], "accounting_host": PRIMARY, "health_check_interval_s": 60}
+    # The owner may use the whole cluster (4 nodes); guests hold a quota of 16 H100s: 2 whole nodes.
+    raw["tenants"] = [
+        {"name": "platform", "object_quota_tb": 10, "buckets": ["datasets"]},
+        {"name": "guests", "gpu_quotas": [{"cluster": "h100", "gpus": 16}]},
+    ]
+    return raw
+
+
+class SlurmBed:
+    def __init__(self, bed: tb.Testbed, state: Path) -> None:
+        self.bed = bed
+        self.raw = slurm_site(bed.mirror_url)
+        self.site: Site = load_site(self.raw)
+        # Lab names are not in any DNS: the role writes them into /etc/hosts.
+        self.vars = {h: v | TESTBED_VARS | {"slurm_hosts_file": True} for h, v in bed.host_vars().items()}
+        self.settings = AnsibleSettings(state_dir=state)
+
+    def run(self, playbook: str = "site.yml", **kw: Any) -> PlaybookResult:
+        inventory = build_inventory(self.site, size_site(self.site), host_vars=self.vars)
+        return run_playbook(playbook, inventory.data, site=self.site.name, settings=self.settings, **kw)
+
+    def host(self, name: str) -> tb.Host:
+        return next(h for h in self.bed.hosts if h.name == name)
+
+    def sh(self, command: str, host: str = PRIMARY, check: bool = True) -> str:
+        return self.bed.ssh(self.host(host), command, check=check).stdout
+
+    def states(self) -> dict[str, str]:
+        out = self.sh("sinfo --noheader --Node --format '%N %T'")
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    def wait_states(self, want: str, timeout_s: float = 60) -> dict[str, str]:
+        deadline = time.monotonic() + timeout_s
+        states = self.states()
+        while any(s != want for s in states.values()) and time.monotonic() < deadline:
+            time.sleep(1)
+            states = self.states()
+        return states
+
+
+@pytest.fixture(scope="module")
+def sbed() -> Iterator[SlurmBed]:
+    _unavailable()
+    state = Path(tempfile.mkdtemp(prefix="fj-slurm-"))
+    try:
+        with tb.testbed(HOSTS) as running:
+            yield SlurmBed(running, state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _kinds(events: list[ProgressEvent], task: str) -> dict[str, str]:
+    return {e.host: e.kind for e in events if e.task == task and e.kind in ("ok", "changed", "skipped")}
+
+
+def test_site_yml_builds_a_slurm_cluster(sbed: SlurmBed) -> None:
+    events: list[ProgressEvent] = []
+    result = sbed.run(on_event=events.append)
+    assert not result.crashed, result.error
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    # Every node is idle in the cluster's partition.
+    states = sbed.wait_states("idle")
+    assert states == dict.fromkeys(HOSTS, "idle")
+    assert sbed.sh("sinfo --noheader --format '%P %D'").split() == ["h100*", "4"]
+    # The daemons where the spec puts them.
+    for host, daemons in (
+        (PRIMARY, {"slurmctld", "slurmdbd", "slurmd", "munged", "mariadbd"}),
+        (BACKUP, {"slurmctld", "slurmd"}),
+    ):
+        running = set(sbed.sh("ps -eo comm=", host).split())
+        assert daemons <= running, (host, daemons - running)
+    assert "slurmctld" not in sbed.sh("ps -eo comm=", HOSTS[2]).split()
+    # The backup controller answers as such.
+    ping = sbed.sh("scontrol ping")
+    assert re.search(rf"Slurmctld\(primary\) at {PRIMARY} is UP", ping), ping
+    assert re.search(rf"Slurmctld\(backup\) at {BACKUP} is UP", ping), ping
+    # The configuration is fjord's generated one, with the host's run-time choices.
+    conf = sbed.sh("cat /etc/slurm/slurm.conf", HOSTS[3])
+    (cluster,) = slurm_clusters(sbed.site, size_site(sbed.site))
+    for line in [s.line() for s in cluster.node_sets]:
+        assert line in conf
+    assert "ProctrackType=proctrack/linuxproc" in conf  # no systemd, no cgroup tree of its own
+    assert "Gres=" not in conf.split("NodeName=DEFAULT", 1)[1].splitlines()[0]  # no GPU on these hosts
+    assert "declares no GPU" in sbed.sh("cat /etc/slurm/gres.conf", HOSTS[3])
+    topology = sbed.sh("cat /etc/slurm/topology.conf")
+    assert all(line in topology for line in cluster.topology)
+    # The tenants' accounts and QOS.
+    qos = dict(line.split("|") for line in sbed.sh("sacctmgr -n -P show qos format=name,grptres").splitlines())
+    assert sorted(qos["guests"].split(",")) == ["gres/gpu=16", "node=2"]
+    assert sorted(qos["platform"].split(",")) == ["gres/gpu=32", "node=4"]
+    # Pyxis/enroot are not in Debian: said, not failed.
+    said = [e for e in events if e.task == "Slurm | Say why containers are not set up" and e.kind == "ok"]
+    assert said
+
+
+def test_jobs_run_are_accounted_and_limited_by_qos(sbed: SlurmBed) -> None:
+    sbed.sh("sacctmgr -i add user root account=platform,guests")
+    ran = sbed.sh("srun --account=platform --nodes=3 --time=1 hostname").split()
+    assert len(ran) == 3
+    assert set(ran) <= set(HOSTS)
+    assert len(set(ran)) == 3
+    # sacct records it (the controller sends the job's end to slurmdbd a moment later).
+    deadline = time.monotonic() + 30
+    records: list[list[str]] = []
+    while time.monotonic() < deadline:
+        out = sbed.sh("sacct --noheader --parsable2 --allocations --accounts=platform --format=JobName,State,NNodes")
+        records = [line.split("|") for line in out.splitlines() if line.strip()]
+        if ["hostname", "COMPLETED", "3"] in records:
+            break
+        time.sleep(1)
+    assert ["hostname", "COMPLETED", "3"] in records
+    # The guests' QOS allows 2 nodes: a 3-node job waits on the QOS's node limit; 2 nodes run.
+    job = sbed.sh("sbatch --parsable --account=guests --qos=guests --nodes=3 --time=1 --wrap hostname").strip()
+    try:
+        reason = ""
+        for _ in range(30):
+            reason = sbed.sh(f"squeue --noheader --jobs {job} --format '%T %r'").strip()
+            if "QOSGrpNode" in reason:
+                break
+            time.sleep(1)
+        assert reason.startswith("PENDING QOSGrpNode"), reason
+    finally:
+        sbed.sh(f"scancel {job}")
+    assert len(sbed.sh("srun --account=guests --qos=guests --nodes=2 --time=1 hostname").split()) == 2
+
+
+def test_second_run_changes_nothing(sbed: SlurmBed) -> None:
+    result = sbed.run()
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    assert {h: r.changed for h, r in result.hosts.items()} == dict.fromkeys(HOSTS, 0)
+
+
+def test_munge_key_is_shared_and_never_logged(sbed: SlurmBed) -> None:
+    keys = {h: sbed.sh("base64 -w0 /etc/munge/munge.key", h) for h in HOSTS}
+    assert len(set(keys.values())) == 1
+    key = next(iter(keys.values()))
+    assert len(base64.b64decode(key)) >= 32
+    # Nowhere in what the runs left: events, artifacts, fact cache.
+    for path in sbed.settings.state_dir.rglob("*"):  # type: ignore[union-attr]
+        if path.is_file():
+            assert key not in path.read_text(errors="replace"), path
+    events: list[ProgressEvent] = []
+    sbed.run(on_event=events.append)
+    assert all(key not in json.dumps(dataclasses.asdict(e)) for e in events)
+
+
+def test_a_killed_slurmd_is_reported_and_healed_by_a_rerun(sbed: SlurmBed) -> None:
+    victim = HOSTS[3]
+    sbed.sh("kill $(pidof slurmd)", victim)
+    for _ in range(20):
+        if "slurmd" not in sbed.sh("ps -eo comm=", victim).split():
+            break
+        time.sleep(0.5)
+    events: list[ProgressEvent] = []
+    result = sbed.run(on_event=events.append)
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    started = _kinds(events, "Slurm | Start slurmd")
+    assert started[victim] == "changed"
+    assert all(kind == "ok" for host, kind in started.items() if host != victim)
+    reported = [e for e in events if e.task == "Slurm | Report a slurmd that was not running" and e.kind == "ok"]
+    assert [e.host for e in reported] == [victim]
+    assert {h: r.changed for h, r in result.hosts.items() if h != victim} == dict.fromkeys(HOSTS[:3], 0)
+    assert sbed.wait_states("idle")[victim] == "idle"
+    assert "slurmd" in sbed.sh("ps -eo comm=", victim).split()
+
+
+def test_upgrade_drains_validates_and_resumes_only_its_own_drains(sbed: SlurmBed) -> None:
+    ops = HOSTS[2]
+    sbed.sh(f"scontrol update NodeName={ops} State=DRAIN Reason='disk replacement (ops)'")
+    policy = upgrade_vars(sbed.site, ["h100"]) | {"fjord_upgrade_batch_percent": 50}
+    events: list[ProgressEvent] = []
+    result = sbed.run("upgrade-gpu-stack.yml", extra_vars=policy, on_event=events.append)
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    drained = _kinds(events, "Slurm | Drain the node")
+    resumed = _kinds(events, "Slurm | Resume the node fjord drained")
+    others = [h for h in HOSTS if h != ops]
+    assert {h: drained[h] for h in others} == dict.fromkeys(others, "changed")
+    assert drained[ops] == "skipped"  # already drained, by someone else
+    assert {h: resumed[h] for h in others} == dict.fromkeys(others, "changed")
+    assert resumed[ops] == "skipped"
+    stays = [e.host for e in events if e.task == "Slurm | Say why a drained node stays drained" and e.kind == "ok"]
+    assert stays == [ops]
+    # Two batches of two (serial 50 %): the first batch was back before the second was drained.
+    order = [(e.host, e.task) for e in events if e.kind == "changed" and e.task.startswith("Slurm | ")]
+    first = order.index((others[0], "Slurm | Resume the node fjord drained"))
+    assert (others[2], "Slurm | Drain the node") in order[first:]
+    # Slurm's own record: each node was drained with fjord's reason, and is back in service; the ops drain stays.
+    events_out = sbed.sh("sacctmgr --noheader --parsable2 list event format=NodeName,Reason")
+    assert all(f"{h}|fjord: upgrade-gpu-stack" in events_out for h in others), events_out
+    states = sbed.states()
+    assert {h: states[h] for h in others} == dict.fromkeys(others, "idle")
+    assert states[ops] == "drained"
+    reason = sbed.sh(f"sinfo --noheader --Node --nodes {ops} --format '%E'").strip()
+    assert reason == "disk replacement (ops)"
+    sbed.sh(f"scontrol update NodeName={ops} State=RESUME")
