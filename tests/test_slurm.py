@@ -201,6 +201,11 @@ def test_inventory_hands_the_roles_the_generated_configuration() -> None:
     assert slurm["slurm_topology_conf"] == list(cluster.topology)
     assert slurm["slurm_drain_prefix"] == DRAIN_PREFIX
     assert slurm["slurm_conf_settings"]["ClusterName"] == "uk-h200"
+    # The groups the Slurm playbook's phases run on.
+    assert children["slurm"]["children"] == {"cluster_h200": None}
+    assert set(children["slurmctld"]["hosts"]) == {"uk-h200-su000-n000", "uk-h200-su000-n004"}
+    assert set(children["slurmdbd"]["hosts"]) == {"uk-h200-su000-n008"}
+    assert len(inventory.hosts) == len(set(inventory.hosts)) == size.nodes
     # A Kubernetes cluster's hosts get no Slurm.
     assert not [k for k in children["cluster_b200"]["vars"] if k.startswith("slurm_")]
 

@@ -311,11 +311,11 @@ class _Doc:
             record.update(self.extra.get(node.name, {}))
             unit_hosts[node.name] = record
             children.setdefault(rg, {"vars": {"fjord_rack": node.rack}, "hosts": {}})["hosts"][node.name] = None
+            self.names.append(node.name)
         if trays is not None:
             for rack, addresses in trays.items():
                 if rack_groups[rack] in children:
                     children[rack_groups[rack]]["vars"].update(domain_vars(self.site.name, rack, addresses))
-            self.names.append(node.name)
         if not unit_hosts:
             return
         if cg not in children:
