@@ -70,6 +70,7 @@ def test_no_change_is_safe(repo: Path) -> None:
     code, doc = diff(repo, "--json")
     assert code == 0
     assert doc["verdict"] == "safe"
+    assert (doc["base"], doc["head"]) == ("HEAD:stacks/Pulumi.uk.yaml", "stacks/Pulumi.uk.yaml")  # any checkout
     assert doc["totals"] == {"added": 0, "removed": 0, "restarted": 0, "moved": 0}
     assert [c["change"] for c in doc["clusters"]] == ["unchanged", "unchanged"]
     assert list(doc) == [

@@ -126,6 +126,13 @@ def _at_ref(ref: str, path: Path) -> str | None:
     return shown.stdout if shown.returncode == 0 else None
 
 
+def _repo_relative(path: Path) -> str:
+    """`path` relative to its git repository's root (as `git show <ref>:<path>` names it)."""
+    folder = path.parent if path.parent.is_dir() else Path.cwd()
+    top = _git(["rev-parse", "--show-toplevel"], folder)
+    return path.resolve().relative_to(Path(top.stdout.strip()).resolve()).as_posix()
+
+
 def _side(stack: str, text: str | None, alloc_text: str | None, source: str, embedded: bool) -> Side:
     """One side of the diff: the stack's spec and record as text (from git or the working tree)."""
     import yaml
@@ -179,10 +186,13 @@ def diff(
     if not path.is_file() and not embedded:
         raise reject(f"stack {stack}", [f"no file {path}"])
     try:
-        old = _side(stack, _at_ref(base, path), _at_ref(base, record), f"{base}:{path.name}", embedded)
+        base_text, base_alloc = _at_ref(base, path), _at_ref(base, record)
+        # Both sides named by the path in the repository, so that the output is the same in every checkout.
+        rel = _repo_relative(path)
         new_text = path.read_text(encoding="utf-8") if path.is_file() else None
         new_alloc = record.read_text(encoding="utf-8") if record.is_file() else None
-        new = _side(stack, new_text, new_alloc, str(path), embedded)
+        old = _side(stack, base_text, base_alloc, f"{base}:{rel}", embedded)
+        new = _side(stack, new_text, new_alloc, rel, embedded)
         result = diff_sites(stack, old, new)
     except SiteError as exc:
         raise reject(exc.source, exc.lines()) from None
