@@ -95,6 +95,20 @@ class Emulator:
             self.stop(keep_workdir=True)
         raise RuntimeError(f"sushy-emulator did not start; see {self.workdir / 'emulator.log'}")
 
+    def resume(self, timeout_s: float = 30.0) -> Emulator:
+        """Start again on the same port with the same state, after `stop(keep_workdir=True)`: a BMC service
+        back from a crash, at the address the site still points at."""
+        with (self.workdir / "emulator.log").open("ab") as log:
+            self.process = self._spawn(self.workdir / "emulator.conf", log)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if requests.get(f"{self.url}/redfish/v1/", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"sushy-emulator did not come back on port {self.port}; see {self.workdir}")
+
     def _spawn(self, config: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [

@@ -87,7 +87,14 @@ SITE_MODEL = ("fjord.spec.models", "fjord.sizing.site", "fjord.platform.build", 
 def test_starting_the_cli_loads_no_client_library() -> None:
     """`fjord --help` and `fjord stacks` load none of the libraries a command talks to the world with, nor the
     site model: each is imported by the command that uses it."""
-    for args in (["--help"], ["stacks"], ["bmc", "--help"], ["state", "--help"], ["artifacts", "--help"]):
+    for args in (
+        ["--help"],
+        ["stacks"],
+        ["bmc", "--help"],
+        ["state", "--help"],
+        ["artifacts", "--help"],
+        ["up", "--help"],
+    ):
         loaded = _cli_modules(*args)
         assert "fjord.cli.main" in loaded
         assert not {m.split(".")[0] for m in loaded} & set(CLIENT_LIBRARIES), (args, loaded)

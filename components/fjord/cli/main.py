@@ -2,8 +2,9 @@
 
 Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stderr, field path first);
 2 usage errors (Typer); 3 `fjord diff`: the change is disruptive (drains, restarts or removes nodes), or
-`fjord bmc`: some nodes failed; 4 a stack is over the resource budget; 6 a mandatory policy rule failed
-(`fjord validate` and `fjord plan` alike; docs/policy.md).
+`fjord bmc`: some nodes failed, or `fjord preview|up|refresh|destroy`: the Pulumi engine failed or left nodes or
+hosts behind; 4 a stack is over the resource budget; 6 a mandatory policy rule failed (`fjord validate` and
+`fjord plan` alike; docs/policy.md).
 """
 
 from __future__ import annotations
@@ -389,7 +390,7 @@ def list_stacks_cmd(stacks_dir_: StacksDir = None) -> None:
 
 
 # Sub-commands in their own modules, registered last: they use the helpers above.
-from fjord.cli import artifacts, bmc, gitops, site, state  # noqa: E402
+from fjord.cli import artifacts, bmc, engine, gitops, site, state  # noqa: E402
 from fjord.cli.bootstrap import bootstrap  # noqa: E402
 from fjord.cli.change import alloc, diff  # noqa: E402
 from fjord.cli.render import render  # noqa: E402
@@ -399,6 +400,8 @@ app.command()(configure)
 app.command()(alloc)
 app.command()(diff)
 app.command()(bootstrap)
+for _command in (engine.preview, engine.up, engine.refresh, engine.destroy):
+    app.command()(_command)
 app.add_typer(bmc.app, name="bmc")
 app.add_typer(state.app, name="state")
 app.add_typer(artifacts.app, name="artifacts")

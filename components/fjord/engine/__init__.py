@@ -1,0 +1,325 @@
+"""Run fjord's Pulumi program through the real Pulumi engine (Automation API): preview, up, refresh, destroy.
+
+The program runs in this process as an inline Automation API program (`fjord.program.main`), in a
+LocalWorkspace on the project folder (the folder of `Pulumi.yaml`, whose `stackConfigDir` holds the stacks).
+The engine itself is the `pulumi` CLI of the release that matches the `pulumi` Python SDK, found on PATH or
+in the cache `.ci/setup-pulumi.sh` builds it into (docs/engine.md). Running the program inline means the
+engine needs no Python language host; the dynamic providers run in `pulumi-resource-pulumi-python`, the
+shim that sits beside the CLI and starts this Python with `-m pulumi.dynamic`.
+
+State: the backend URL given (`file://...`, `s3://...`) or $PULUMI_BACKEND_URL. Secrets: Pulumi's passphrase
+provider ($PULUMI_CONFIG_PASSPHRASE or $PULUMI_CONFIG_PASSPHRASE_FILE).
+
+Nothing here prints: `run` reports the engine's events to a callback and returns an `EngineRun`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pulumi.automation import EngineEvent, Stack
+
+Operation = Literal["preview", "up", "refresh", "destroy"]
+OPERATIONS: tuple[Operation, ...] = ("preview", "up", "refresh", "destroy")
+CACHE = Path(os.environ.get("FJORD_PULUMI_CACHE", "/var/cache/fjord-pulumi"))
+"""Where .ci/setup-pulumi.sh builds the CLI: <cache>/<version>/bin/pulumi."""
+PROJECT = "fjord"
+PROVIDER_SHIM = "pulumi-resource-pulumi-python"
+# Operations that count as a change in the summary (refresh reports drift as 'update' or 'delete').
+CHANGE_OPS = ("create", "update", "replace", "delete", "create-replacement", "delete-replaced", "import")
+
+
+PENDING_HINT = (
+    "an earlier run was interrupted with operations in flight; check the resources named above on the BMCs or"
+    " hosts, then run `fjord refresh {stack} --clear-pending-creates` and `fjord up {stack}` (docs/engine.md)"
+)
+
+
+class EngineUnavailable(RuntimeError):
+    """The Pulumi CLI (or its dynamic-provider shim) of the SDK's version is not installed."""
+
+
+class EngineSetupError(RuntimeError):
+    """The run cannot start: no backend, no passphrase, no project folder. The message says how to fix it."""
+
+
+def sdk_version() -> str:
+    return dist_version("pulumi")
+
+
+def engine_bin(env: Mapping[str, str] | None = None) -> Path:
+    """The folder holding `pulumi` (and the provider shim) of the SDK's release: $FJORD_PULUMI_BIN, the
+    cache of .ci/setup-pulumi.sh, or PATH (a CLI of another version is refused: it must match the SDK)."""
+    env = os.environ if env is None else env
+    want = sdk_version()
+    candidates = []
+    if env.get("FJORD_PULUMI_BIN"):
+        candidates.append(Path(env["FJORD_PULUMI_BIN"]))
+    candidates.append(Path(env.get("FJORD_PULUMI_CACHE") or CACHE) / want / "bin")
+    on_path = shutil.which("pulumi", path=env.get("PATH"))
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for folder in candidates:
+        if (folder / "pulumi").is_file() and (folder / PROVIDER_SHIM).is_file():
+            return folder
+    raise EngineUnavailable(
+        f"no Pulumi CLI v{want} (the version of the pulumi Python SDK) with {PROVIDER_SHIM} beside it in "
+        + ", ".join(str(c) for c in candidates)
+        + "; build it with `.ci/setup-pulumi.sh` (docs/engine.md)"
+    )
+
+
+@dataclass
+class ResourceStep:
+    """One resource's step as the engine reported it."""
+
+    urn: str
+    type: str
+    op: str
+    diffs: list[str] = field(default_factory=list)
+    """Top-level properties that differ (update/replace), as the provider's diff reported them."""
+    replaces: list[str] = field(default_factory=list)
+    """The properties that force a replacement."""
+    done: bool = False
+    failed: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.urn.rsplit("::", 1)[-1]
+
+
+@dataclass
+class EngineRun:
+    """What one operation did (or, for preview, would do)."""
+
+    stack: str
+    operation: Operation
+    ok: bool = False
+    seconds: float = 0.0
+    steps: dict[str, ResourceStep] = field(default_factory=dict)
+    """urn -> step, in the order the engine reported them."""
+    errors: list[str] = field(default_factory=list)
+    """The engine's error diagnostics (each names its resource) and the run's own failure."""
+    warnings: list[str] = field(default_factory=list)
+    changes: dict[str, int] = field(default_factory=dict)
+    """The engine's summary: op -> count (`same` included)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The stack's non-secret outputs after up/refresh (secret ones are left out)."""
+    left_behind: list[str] = field(default_factory=list)
+    """Nodes and hosts a resource recorded as failed, unreachable or drifted (`resource: node: why`): the
+    operation finished and the state holds every other node's result; the next `up` retries exactly these."""
+
+    def changed(self) -> list[ResourceStep]:
+        return [s for s in self.steps.values() if s.op in CHANGE_OPS or (s.op == "refresh" and s.diffs)]
+
+    def by_type(self) -> dict[str, dict[str, int]]:
+        """type -> op -> count over the steps that change something."""
+        table: dict[str, dict[str, int]] = {}
+        for s in self.changed():
+            row = table.setdefault(s.type, {})
+            row[s.op] = row.get(s.op, 0) + 1
+        return table
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "operation": self.operation,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 2),
+            "changes": {k: v for k, v in self.changes.items() if v},
+            "by_type": self.by_type(),
+            "steps": [
+                {"urn": s.urn, "type": s.type, "op": s.op, "diffs": s.diffs, "replaces": s.replaces, "failed": s.failed}
+                for s in self.steps.values()
+                if s.op != "same" or s.failed
+            ],
+            "errors": self.errors,
+            "left_behind": self.left_behind,
+            "warnings": self.warnings,
+            "outputs": self.outputs,
+        }
+
+
+OnStep = Callable[[ResourceStep, EngineRun], None]
+
+
+def _engine_env(bin_dir: Path, backend: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {
+        # The shim beside the CLI, then this interpreter's folder: the dynamic providers run in this venv.
+        "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "PULUMI_BACKEND_URL": backend,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        # The provider shim runs `<virtualenv>/bin/python -m pulumi.dynamic`: this interpreter's environment.
+        "PULUMI_RUNTIME_VIRTUALENV": sys.prefix,
+        "PULUMI_PYTHON_CMD": sys.executable,
+    }
+    env.update(extra or {})
+    return env
+
+
+def open_stack(
+    stack: str,
+    project_dir: Path,
+    backend: str,
+    env: Mapping[str, str] | None = None,
+    create: bool = True,
+) -> Stack:
+    """The stack in a LocalWorkspace on `project_dir`, created (passphrase secrets) when `create` and absent."""
+    from pulumi import automation as auto
+
+    from fjord.program import main as program
+
+    if not (project_dir / "Pulumi.yaml").is_file():
+        raise EngineSetupError(
+            f"{project_dir}: no Pulumi.yaml here; run fjord from the project folder or pass --project"
+        )
+    environ = {**os.environ, **(env or {})}
+    if not (environ.get("PULUMI_CONFIG_PASSPHRASE") or environ.get("PULUMI_CONFIG_PASSPHRASE_FILE")):
+        raise EngineSetupError(
+            "no secrets passphrase: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE); fjord stacks use"
+            " Pulumi's passphrase secrets provider"
+        )
+    bin_dir = engine_bin(environ)
+    opts = auto.LocalWorkspaceOptions(
+        work_dir=str(project_dir),
+        pulumi_command=auto.PulumiCommand(root=str(bin_dir.parent)),
+        env_vars=_engine_env(bin_dir, backend, env),
+        secrets_provider="passphrase",
+    )
+
+    def run_program() -> None:
+        program()
+
+    if create:
+        return auto.create_or_select_stack(stack, project_name=PROJECT, program=run_program, opts=opts)
+    return auto.select_stack(stack, project_name=PROJECT, program=run_program, opts=opts)
+
+
+def left_behind(resource: str, outputs: Mapping[str, Any]) -> list[str]:
+    """What a NodePool (`failed`: node -> error) or a HostConfig (`failed_hosts`, `unreachable_hosts`,
+    `drifted_hosts`) recorded as not done, one `resource: node: why` line each."""
+    lines: list[str] = []
+    failed = outputs.get("failed")
+    if isinstance(failed, Mapping):
+        lines += [f"{resource}: {node}: {why}" for node, why in failed.items()]
+    for key, why in (("failed_hosts", "failed"), ("unreachable_hosts", "unreachable"), ("drifted_hosts", "drifted")):
+        hosts = outputs.get(key)
+        if isinstance(hosts, list):
+            lines += [f"{resource}: {host}: {why}" for host in hosts]
+    return lines
+
+
+class _Collector:
+    """Turns the engine's event stream into an EngineRun, calling `on_step` as resources start and finish."""
+
+    def __init__(self, result: EngineRun, on_step: OnStep | None) -> None:
+        self.result = result
+        self.on_step = on_step
+
+    def __call__(self, event: EngineEvent) -> None:
+        r = self.result
+        if event.resource_pre_event is not None:
+            m = event.resource_pre_event.metadata
+            step = ResourceStep(m.urn, m.type, str(m.op.value if hasattr(m.op, "value") else m.op))
+            step.diffs = list(m.diffs or [])
+            step.replaces = [k for k, d in (m.detailed_diff or {}).items() if "replace" in str(d.diff_kind)]
+            if step.op in ("replace", "create-replacement", "delete-replaced") and not step.replaces:
+                step.replaces = list(m.keys or [])
+            r.steps[m.urn] = step
+            self._notify(step)
+        elif event.res_outputs_event is not None:
+            m = event.res_outputs_event.metadata
+            step = r.steps.setdefault(m.urn, ResourceStep(m.urn, m.type, str(getattr(m.op, "value", m.op))))
+            if not step.diffs and m.diffs:
+                step.diffs = list(m.diffs)
+            step.done = True
+            if m.new is not None:
+                r.left_behind += left_behind(step.name, m.new.outputs or {})
+            self._notify(step)
+        elif event.res_op_failed_event is not None:
+            m = event.res_op_failed_event.metadata
+            step = r.steps.setdefault(m.urn, ResourceStep(m.urn, m.type, str(getattr(m.op, "value", m.op))))
+            step.failed = True
+            self._notify(step)
+        elif event.diagnostic_event is not None:
+            d = event.diagnostic_event
+            if d.severity in ("error", "warning") and not d.ephemeral:
+                where = d.urn.rsplit("::", 1)[-1] if d.urn else ""
+                text = " ".join(d.message.split())
+                line = f"{where}: {text}" if where else text
+                (r.errors if d.severity == "error" else r.warnings).append(line)
+        elif event.summary_event is not None:
+            r.changes = {str(getattr(k, "value", k)): int(v) for k, v in event.summary_event.resource_changes.items()}
+
+    def _notify(self, step: ResourceStep) -> None:
+        if self.on_step is not None:
+            self.on_step(step, self.result)
+
+
+def run(
+    operation: Operation,
+    stack: str,
+    project_dir: Path,
+    backend: str,
+    env: Mapping[str, str] | None = None,
+    on_step: OnStep | None = None,
+    parallel: int | None = None,
+    clear_pending_creates: bool = False,
+) -> EngineRun:
+    """Run one operation on `stack` and report what happened; never raises for a failed run (see `ok`)."""
+    from pulumi.automation import errors as auto_errors
+
+    result = EngineRun(stack, operation)
+    collect = _Collector(result, on_step)
+    start = time.monotonic()
+    try:
+        st = open_stack(stack, project_dir, backend, env, create=operation in ("preview", "up"))
+        common: dict[str, Any] = {"on_event": collect, "color": "never", "on_output": lambda _line: None}
+        if parallel is not None:
+            common["parallel"] = parallel
+        if operation == "preview":
+            st.preview(diff=True, **common)
+        elif operation == "up":
+            res = st.up(**common)
+            result.outputs = {k: v.value for k, v in res.outputs.items() if not v.secret}
+        elif operation == "refresh":
+            st.refresh(clear_pending_creates=clear_pending_creates or None, **common)
+            result.outputs = {k: v.value for k, v in st.outputs().items() if not v.secret}
+        else:
+            st.destroy(**common)
+        result.ok = True
+        if operation == "up" and result.left_behind:
+            result.ok = False
+            result.errors += [f"not converged (rerun `fjord up` to retry): {line}" for line in result.left_behind]
+    except auto_errors.CommandError as exc:
+        if not result.errors:
+            result.errors.append(_command_error(exc))
+        if any("pending operation" in e for e in result.errors + result.warnings):
+            result.errors.append(PENDING_HINT.format(stack=stack))
+    finally:
+        result.seconds = time.monotonic() - start
+    return result
+
+
+def _command_error(exc: Exception) -> str:
+    """The CLI's own error line (not its whole output): the lines starting with 'error:'."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("error:")]
+    return " ".join(lines) if lines else " ".join(text.split())[:2000]
+
+
+def pending_operations(stack: str, project_dir: Path, backend: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The URNs of operations a crashed run left pending in the state (empty after a clean run)."""
+    st = open_stack(stack, project_dir, backend, env, create=False)
+    deployment = st.export_stack().deployment or {}
+    return [op.get("resource", {}).get("urn", "?") for op in deployment.get("pending_operations") or []]
