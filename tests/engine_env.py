@@ -60,7 +60,8 @@ class Project:
             "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         env.pop("FJORD_STACKS_DIR", None)
-        return env | extra
+        env |= extra
+        return {k: v for k, v in env.items() if v != "" or k not in ("PULUMI_BACKEND_URL",)}
 
     def write_stack(self, site: dict[str, Any], **config: Any) -> None:
         """Write the stack's `fjord:site` (and other `fjord:` keys), keeping what the CLI added (the salt, secrets)."""
@@ -72,11 +73,13 @@ class Project:
         cfg.update({f"fjord:{k}": v for k, v in config.items()})
         self.stack_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
-    def pulumi(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def pulumi(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [str(self.bin_dir / "pulumi"), *args, "--stack", self.stack, "--non-interactive"],
             cwd=self.root,
-            env=self.env(),
+            env=self.env(**(env or {})),
             capture_output=True,
             text=True,
             timeout=300,
@@ -86,11 +89,11 @@ class Project:
             raise AssertionError(f"pulumi {' '.join(args)} failed: {done.stdout}\n{done.stderr}")
         return done
 
-    def init(self, bmc_password: str | None = None) -> None:
+    def init(self, bmc_password: str | None = None, **env: str) -> None:
         """Create the stack (passphrase secrets) and set the BMC password as a secret."""
-        self.pulumi("stack", "init", "--secrets-provider", "passphrase")
+        self.pulumi("stack", "init", "--secrets-provider", "passphrase", env=env)
         if bmc_password is not None:
-            self.pulumi("config", "set", "--secret", "fjord:bmcPassword", bmc_password)
+            self.pulumi("config", "set", "--secret", "fjord:bmcPassword", bmc_password, env=env)
 
     def fjord(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
         """`fjord <args> <stack> --project <root> --json` in a subprocess; stdout is the JSON report."""
@@ -101,6 +104,18 @@ class Project:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
+        )
+
+    def fjord_raw(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """`fjord <args> <stack> --stacks-dir <root>/stacks` (no --project, no --json)."""
+        return subprocess.run(
+            [*FJORD, *args, self.stack, "--stacks-dir", str(self.root / "stacks")],
+            cwd=self.root,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
             check=False,
         )
 

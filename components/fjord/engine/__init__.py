@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from pulumi.automation import EngineEvent, Stack
+    from pulumi.automation.events import StepEventStateMetadata
 
 Operation = Literal["preview", "up", "refresh", "destroy"]
 OPERATIONS: tuple[Operation, ...] = ("preview", "up", "refresh", "destroy")
@@ -205,6 +206,17 @@ def open_stack(
     return auto.select_stack(stack, project_name=PROJECT, program=run_program, opts=opts)
 
 
+def _changed(old: StepEventStateMetadata | None, new: StepEventStateMetadata | None, what: str) -> list[str]:
+    """The top-level properties that differ between two states of a resource. A dynamic provider's diff says
+    only whether something changed, so the keys are computed here (as the engine does for providers that
+    leave the diff to it); `__provider` (the pickled provider code) is left out."""
+    if old is None or new is None:
+        return []
+    a: Mapping[str, Any] = getattr(old, what) or {}
+    b: Mapping[str, Any] = getattr(new, what) or {}
+    return sorted(k for k in set(a) | set(b) if k != "__provider" and a.get(k) != b.get(k))
+
+
 def left_behind(resource: str, outputs: Mapping[str, Any]) -> list[str]:
     """What a NodePool (`failed`: node -> error) or a HostConfig (`failed_hosts`, `unreachable_hosts`,
     `drifted_hosts`) recorded as not done, one `resource: node: why` line each."""
@@ -231,7 +243,7 @@ class _Collector:
         if event.resource_pre_event is not None:
             m = event.resource_pre_event.metadata
             step = ResourceStep(m.urn, m.type, str(m.op.value if hasattr(m.op, "value") else m.op))
-            step.diffs = list(m.diffs or [])
+            step.diffs = list(m.diffs or []) or _changed(m.old, m.new, "inputs")
             step.replaces = [k for k, d in (m.detailed_diff or {}).items() if "replace" in str(d.diff_kind)]
             if step.op in ("replace", "create-replacement", "delete-replaced") and not step.replaces:
                 step.replaces = list(m.keys or [])
@@ -240,8 +252,10 @@ class _Collector:
         elif event.res_outputs_event is not None:
             m = event.res_outputs_event.metadata
             step = r.steps.setdefault(m.urn, ResourceStep(m.urn, m.type, str(getattr(m.op, "value", m.op))))
-            if not step.diffs and m.diffs:
-                step.diffs = list(m.diffs)
+            if not step.diffs:
+                step.diffs = list(m.diffs or []) or _changed(
+                    m.old, m.new, "outputs" if step.op == "refresh" else "inputs"
+                )
             step.done = True
             if m.new is not None:
                 r.left_behind += left_behind(step.name, m.new.outputs or {})
