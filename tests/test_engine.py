@@ -93,6 +93,10 @@ def pool_records(project: Project) -> dict[str, Any]:
     return outputs
 
 
+def known(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if v is not None}
+
+
 def wait_on(em: Emulator, nodes: list[str], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     for node in nodes:
@@ -148,7 +152,7 @@ def test_preview_up_drift_refresh_repair_destroy(tmp_path: Path, bmcs: Emulator)
     wait_on(bmcs, NODES)
     after = pool_records(project)["state"]
     assert "power on" in after[NODES[1]]["actions"]
-    assert {n: after[n] for n in NODES if n != NODES[1]} == {n: before[n] for n in NODES if n != NODES[1]}
+    assert {n: known(after[n]) for n in NODES if n != NODES[1]} == {n: known(before[n]) for n in NODES if n != NODES[1]}
 
     # The BMC password is in the state only as ciphertext (passphrase provider), never in plain text.
     text = project.state_text()
@@ -218,5 +222,7 @@ def test_a_bmc_service_dying_mid_up_fails_naming_the_unit_and_the_next_up_does_t
     wait_on(bmcs, NODES)
     outs = pool_records(project)
     assert outs["failed"] == {}
-    assert outs["state"][NODES[0]] == first  # the finished node was not touched again
+    # The finished node was not touched again: its record (what was done, how many tries) is the same. The
+    # engine drops null values from nested outputs it hands back, so those are left out of the comparison.
+    assert known(outs["state"][NODES[0]]) == known(first)
     assert outs["converged"] == 4

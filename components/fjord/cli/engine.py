@@ -142,7 +142,7 @@ def _execute(
     parallel: int | None,
     clear_pending_creates: bool = False,
 ) -> None:
-    from fjord.engine import EngineSetupError, EngineUnavailable, run
+    from fjord.engine import PROVIDER_TYPES, EngineSetupError, EngineUnavailable, run
 
     folder = stacks_dir_
     if operation in ("preview", "up"):
@@ -167,7 +167,8 @@ def _execute(
             progress.update(
                 task, description=f"{operation} {stack}: {done}/{len(current.steps)} resources, {step.name}"
             )
-            if step.op != "same" and (step.done or step.failed or operation == "preview"):
+            shown = step.op != "same" and not step.type.startswith(PROVIDER_TYPES)
+            if step.failed or (shown and (step.done or operation == "preview")):
                 if live:
                     progress.console.print(plain(_line(step)))
                 elif not as_json:

@@ -34,6 +34,7 @@ OPERATIONS: tuple[Operation, ...] = ("preview", "up", "refresh", "destroy")
 CACHE = Path(os.environ.get("FJORD_PULUMI_CACHE", "/var/cache/fjord-pulumi"))
 """Where .ci/setup-pulumi.sh builds the CLI: <cache>/<version>/bin/pulumi."""
 PROJECT = "fjord"
+PROVIDER_TYPES = "pulumi:providers:"
 PROVIDER_SHIM = "pulumi-resource-pulumi-python"
 # Operations that count as a change in the summary (refresh reports drift as 'update' or 'delete').
 CHANGE_OPS = ("create", "update", "replace", "delete", "create-replacement", "delete-replaced", "import")
@@ -120,7 +121,14 @@ class EngineRun:
     operation finished and the state holds every other node's result; the next `up` retries exactly these."""
 
     def changed(self) -> list[ResourceStep]:
-        return [s for s in self.steps.values() if s.op in CHANGE_OPS or (s.op == "refresh" and s.diffs)]
+        """The steps that change a resource. Default providers are left out, as Pulumi's own display does: the
+        dynamic providers' default provider takes the whole stack config as its inputs, so any config change
+        'updates' it, which changes nothing anywhere."""
+        return [
+            s
+            for s in self.steps.values()
+            if (s.op in CHANGE_OPS or (s.op == "refresh" and s.diffs)) and not s.type.startswith(PROVIDER_TYPES)
+        ]
 
     def by_type(self) -> dict[str, dict[str, int]]:
         """type -> op -> count over the steps that change something."""
@@ -131,6 +139,7 @@ class EngineRun:
         return table
 
     def as_dict(self) -> dict[str, Any]:
+        changed = {s.urn for s in self.changed()}
         return {
             "stack": self.stack,
             "operation": self.operation,
@@ -141,7 +150,7 @@ class EngineRun:
             "steps": [
                 {"urn": s.urn, "type": s.type, "op": s.op, "diffs": s.diffs, "replaces": s.replaces, "failed": s.failed}
                 for s in self.steps.values()
-                if s.op != "same" or s.failed
+                if s.urn in changed or s.failed
             ],
             "errors": self.errors,
             "left_behind": self.left_behind,
