@@ -311,7 +311,7 @@ def run(
         if parallel is not None:
             common["parallel"] = parallel
         if operation == "preview":
-            st.preview(diff=True, **common)
+            st.preview(**common)
         elif operation == "up":
             res = st.up(**common)
             result.outputs = {k: v.value for k, v in res.outputs.items() if not v.secret}
