@@ -102,6 +102,8 @@ def project(tmp: Path, stack: str) -> dict[str, str]:
     (tmp / "stacks" / f"Pulumi.{stack}.yaml").write_text(
         yaml.safe_dump({"config": {"fjord:site": site}}), encoding="utf-8"
     )
+    fjord = str(Path(sys.executable).parent / "fjord")
+    subprocess.run([fjord, "alloc", stack, "--stacks-dir", str(tmp / "stacks")], check=True, capture_output=True)
     bin_dir = engine_bin()
     env = {
         **os.environ,

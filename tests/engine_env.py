@@ -72,6 +72,9 @@ class Project:
         cfg["fjord:site"] = site
         cfg.update({f"fjord:{k}": v for k, v in config.items()})
         self.stack_file.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        # The program requires the stack's allocation record (racks, addresses): write it as an operator would.
+        done = self.fjord_raw("alloc")
+        assert done.returncode == 0, done.stderr
 
     def pulumi(
         self, *args: str, check: bool = True, env: dict[str, str] | None = None

@@ -31,6 +31,7 @@ from fjord.cli.common import (
     reject,
     write_json,
 )
+from fjord.spec.errors import SiteError
 
 if TYPE_CHECKING:
     from fjord.engine import EngineRun, Operation, ResourceStep
@@ -90,6 +91,22 @@ def _site_backend(stack: str, folder: Path | None) -> tuple[str, dict[str, str]]
     return pulumi_login_url(target), keys
 
 
+def _check_stack(stack: str, folder: Path | None) -> None:
+    """What the program checks before it registers anything, checked here first so that a rejected site exits 1
+    without starting the engine: the site, and an allocation record that is present and current."""
+    from fjord.sizing.alloc import read as read_alloc
+    from fjord.sizing.site import validate_site
+    from fjord.spec.load import read_stack, stacks_dir
+
+    source = f"stack {stack}"
+    try:
+        cfg = read_stack(stack, folder)
+        source = str(cfg.path) if cfg.path else source
+        validate_site(cfg.site, source, read_alloc(stack, stacks_dir(folder)), require_current=True)
+    except SiteError as exc:
+        raise reject(exc.source or source, exc.lines()) from None
+
+
 def _project(project: Path | None, folder: Path | None) -> Path:
     from fjord.spec.load import stacks_dir
 
@@ -143,10 +160,11 @@ def _execute(
     clear_pending_creates: bool = False,
 ) -> None:
     from fjord.engine import PROVIDER_TYPES, EngineSetupError, EngineUnavailable, run
+    from fjord.spec.load import stacks_dir
 
     folder = stacks_dir_
     if operation in ("preview", "up"):
-        load_stack(stack, folder)  # a rejected site exits 1 before the engine starts
+        _check_stack(stack, folder)  # a rejected site exits 1 before the engine starts
     extra: dict[str, str] = {}
     if not backend:
         backend, extra = _site_backend(stack, folder)
@@ -184,6 +202,7 @@ def _execute(
                 on_step=on_step,
                 parallel=parallel,
                 clear_pending_creates=clear_pending_creates,
+                stacks=stacks_dir(folder).resolve(),
             )
         except EngineSetupError as exc:
             raise reject(f"stack {stack}", [str(exc)]) from None

@@ -183,6 +183,7 @@ def open_stack(
     backend: str,
     env: Mapping[str, str] | None = None,
     create: bool = True,
+    stacks: Path | None = None,
 ) -> Stack:
     """The stack in a LocalWorkspace on `project_dir`, created (passphrase secrets) when `create` and absent."""
     from pulumi import automation as auto
@@ -208,7 +209,7 @@ def open_stack(
     )
 
     def run_program() -> None:
-        program()
+        program(stacks)  # the stack files and allocation records: the same folder fjord read
 
     if create:
         return auto.create_or_select_stack(stack, project_name=PROJECT, program=run_program, opts=opts)
@@ -298,6 +299,7 @@ def run(
     on_step: OnStep | None = None,
     parallel: int | None = None,
     clear_pending_creates: bool = False,
+    stacks: Path | None = None,
 ) -> EngineRun:
     """Run one operation on `stack` and report what happened; never raises for a failed run (see `ok`)."""
     from pulumi.automation import errors as auto_errors
@@ -306,7 +308,7 @@ def run(
     collect = _Collector(result, on_step)
     start = time.monotonic()
     try:
-        st = open_stack(stack, project_dir, backend, env, create=operation in ("preview", "up"))
+        st = open_stack(stack, project_dir, backend, env, create=operation in ("preview", "up"), stacks=stacks)
         common: dict[str, Any] = {"on_event": collect, "color": "never", "on_output": lambda _line: None}
         if parallel is not None:
             common["parallel"] = parallel
