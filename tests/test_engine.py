@@ -161,7 +161,13 @@ def test_preview_up_drift_refresh_repair_destroy(tmp_path: Path, bmcs: Emulator)
     for report in (preview, up, one, refreshed, repaired):
         assert BMC_PASSWORD not in str(report)
 
-    # destroy: the resources leave the state; the nodes are left running (bmc.on_delete defaults to 'leave').
+    # destroy: clusters are protected until the stack lists them in fjord:allowRemove (and an up drops the
+    # flag); then the resources leave the state and the nodes are left running (bmc.on_delete: 'leave').
+    refused = project.report("destroy", expect_rc=3)
+    assert any("protected" in e for e in refused["errors"])
+    assert any("fjord:allowRemove" in e for e in refused["errors"])
+    project.write_stack(slurm_site(bmcs.url, timeout_s=6), configureHosts=False, allowRemove=["h100"])
+    assert project.report("up")["ok"] is True
     gone = project.report("destroy")
     assert gone["ok"] is True
     assert gone["by_type"][POOL] == {"delete": 1}

@@ -85,6 +85,8 @@ def test_state_in_the_sites_own_rgw(tmp_path: Path, ceph: CephCluster, bmcs: Emu
     assert "ciphertext" in text
     assert BMC_PASSWORD not in text
 
+    project.write_stack(site, configureHosts=False, allowRemove=["h100"])  # clusters are protected until listed
+    assert project.report("up", PULUMI_BACKEND_URL="", **keys)["ok"] is True
     gone = project.report("destroy", PULUMI_BACKEND_URL="", **keys)
     assert gone["ok"] is True
     assert gone["by_type"][POOL] == {"delete": 1}

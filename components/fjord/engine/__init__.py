@@ -45,6 +45,11 @@ PENDING_HINT = (
     " hosts, then run `fjord refresh {stack} --clear-pending-creates` and `fjord up {stack}` (docs/engine.md)"
 )
 
+PROTECTED_HINT = (
+    "fjord protects clusters: list the cluster in the stack's fjord:allowRemove, run `fjord up {stack}` (which"
+    " lifts the protection), then run this again (docs/safe-change.md)"
+)
+
 
 class EngineUnavailable(RuntimeError):
     """The Pulumi CLI (or its dynamic-provider shim) of the SDK's version is not installed."""
@@ -331,6 +336,8 @@ def run(
             result.errors.append(_command_error(exc))
         if any("pending operation" in e for e in result.errors + result.warnings):
             result.errors.append(PENDING_HINT.format(stack=stack))
+        if any("because it is protected" in e for e in result.errors):
+            result.errors.append(PROTECTED_HINT.format(stack=stack))
     finally:
         result.seconds = time.monotonic() - start
     return result
