@@ -216,7 +216,9 @@ def phase_bare_metal(run: Run, nodes: list[str]) -> str:
     )
 
     def provision(node: RedfishNode) -> dict[str, Any]:
-        return {"provision": converge(node, want)}
+        # A node below `provisioned` is taken on for the first time: its boot override is set and, if it is on,
+        # it is restarted into the install (converge never does that to a node it already took on).
+        return {"provision": converge(node, want, first=True)}
 
     failed = 0
     steps: tuple[tuple[str, NodeStatus, NodeStatus, Callable[[RedfishNode], dict[str, Any]]], ...] = (
