@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install dev plan lint test bench docs clean
+.PHONY: install dev plan lint test bench docs lock clean
 
-$(BIN)/fjord: pyproject.toml
+# The locked versions first (every dependency pinned, with hashes: the same versions everywhere, CI included),
+# then fjord itself, editable. A dependency added to pyproject.toml but not yet locked is still installed by the
+# second step; tests/test_install.py fails until `make lock` pins it.
+$(BIN)/fjord: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -25,8 +29,8 @@ plan: install
 	$(BIN)/fjord plan
 
 lint: install
-	$(BIN)/ruff check components tests bench tools policy
-	$(BIN)/ruff format --check components tests bench tools policy
+	$(BIN)/ruff check components tests bench tools policy setup.py
+	$(BIN)/ruff format --check components tests bench tools policy setup.py
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench tools policy
 	$(BIN)/lint-imports
@@ -42,6 +46,12 @@ bench: install
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/bmc_status.py
+
+## lock: pin every dependency of pyproject.toml (with the dev tools) and their hashes into requirements.lock
+lock: install
+	$(BIN)/pip install --quiet 'pip-tools>=7.4,<8'
+	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 ## docs: the documentation site (MkDocs, Material theme) into site/; references generated from the code
 docs: install
