@@ -54,8 +54,22 @@ PREFIX = "fj3tb-"
 BRIDGE = "fj3br0"
 SUBNET = "10.233.3"
 CONTROLLER = f"{SUBNET}.1"
-ROOTFS_INCLUDE = ("openssh-server", "python3", "python3-apt", "procps", "iproute2", "kmod", "ca-certificates")
-"""In every host's image: what Ansible needs to manage it (sshd, python3, python3-apt for the apt module)."""
+ROOTFS_INCLUDE = (
+    "openssh-server",
+    "python3",
+    "python3-apt",
+    "procps",
+    "iproute2",
+    "kmod",
+    "ca-certificates",
+    "sudo",
+)
+"""In every host's image: what Ansible needs to manage it (sshd, python3, python3-apt for the apt module, sudo
+for an operator account that becomes root)."""
+OPERATOR = "fjord"
+OPERATOR_ID = 1000
+"""A non-root account on every host, reached with the testbed's key, with passwordless sudo: how operators let
+Ansible in (`host_access.ssh_user` in the site, `become`). `Testbed.host_vars(user=OPERATOR)` connects as it."""
 
 PACKAGES_FILE = Path(__file__).with_name("testbed_packages.txt")
 """What the local mirror serves: the packages the roles install on a GPU-less Debian 12 host (and their
@@ -258,13 +272,14 @@ class Testbed:
             "ConnectTimeout=5",
         ]
 
-    def host_vars(self) -> dict[str, dict[str, object]]:
-        """Connection variables per host for an inventory (the key, no host-key checks: hosts are fresh)."""
+    def host_vars(self, user: str | None = "root") -> dict[str, dict[str, object]]:
+        """Connection variables per host for an inventory (the key, no host-key checks: hosts are fresh), logging
+        in as `user` (None: leave the user to the inventory, e.g. the site's host_access.ssh_user)."""
         args = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
         return {
             h.name: {
                 "ansible_host": h.address,
-                "ansible_user": "root",
+                **({"ansible_user": user} if user else {}),
                 "ansible_ssh_private_key_file": str(self.key),
                 "ansible_ssh_common_args": args,
                 "ansible_python_interpreter": "/usr/bin/python3",
@@ -281,11 +296,43 @@ class Testbed:
         auth = host.upper / "root/.ssh/authorized_keys"
         auth.write_text(Path(f"{self.key}.pub").read_text(), encoding="utf-8")
         auth.chmod(0o600)
+        self._add_operator(host)
         # As in container images: package scripts do not start daemons; the roles start what they manage.
         policy = host.upper / "usr/sbin/policy-rc.d"
         policy.parent.mkdir(parents=True)
         policy.write_text("#!/bin/sh\nexit 101\n", encoding="utf-8")
         policy.chmod(0o755)
+
+    def _add_operator(self, host: Host) -> None:
+        """The operator account (OPERATOR): passwd/shadow/group entries over the image's, a home with the
+        testbed's key, passwordless sudo. Written into the fresh upper layer, as an image build would."""
+        uid = OPERATOR_ID
+        entries = {
+            "passwd": f"{OPERATOR}:x:{uid}:{uid}:fjord operator:/home/{OPERATOR}:/bin/sh\n",
+            "shadow": f"{OPERATOR}:*:19000:0:99999:7:::\n",
+            "group": f"{OPERATOR}:x:{uid}:\n",
+            "gshadow": f"{OPERATOR}:!::\n",
+        }
+        for name, line in entries.items():
+            source, target = self.rootfs / "etc" / name, host.upper / "etc" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+            with open(target, "a", encoding="utf-8") as f:
+                f.write(line)
+        hosts = host.upper / "etc/hosts"  # sudo looks its own host name up (and warns on stderr when it cannot)
+        shutil.copy2(self.rootfs / "etc/hosts", hosts)
+        with open(hosts, "a", encoding="utf-8") as f:
+            f.write(f"127.0.1.1\t{host.name}\n")
+        sudoers = host.upper / "etc/sudoers.d" / OPERATOR
+        sudoers.parent.mkdir(parents=True, exist_ok=True)
+        sudoers.write_text(f"{OPERATOR} ALL=(ALL:ALL) NOPASSWD: ALL\n", encoding="utf-8")
+        sudoers.chmod(0o440)
+        home = host.upper / "home" / OPERATOR
+        (home / ".ssh").mkdir(parents=True, mode=0o700)
+        (home / ".ssh/authorized_keys").write_text(Path(f"{self.key}.pub").read_text(), encoding="utf-8")
+        (home / ".ssh/authorized_keys").chmod(0o600)
+        for path in (home, home / ".ssh", home / ".ssh/authorized_keys"):
+            os.chown(path, uid, uid)
 
     def reset(self, host: Host) -> None:
         """Power off, throw away everything the host wrote, boot again: a freshly installed host."""

@@ -61,7 +61,11 @@ def unit_group(unit: ScalableUnitSize) -> str:
 def site_vars(site: Site) -> dict[str, Any]:
     """Variables every host of the site gets: the software baseline and where packages come from."""
     sw = site.software
-    return {
+    # Connection settings only where the site sets them, so a site without host_access keeps its inventory.
+    access: dict[str, Any] = {"ansible_user": site.host_access.ssh_user} if site.host_access.ssh_user else {}
+    if site.host_access.needs_become:
+        access |= {"ansible_become": True, "ansible_become_method": site.host_access.become_method}
+    return access | {
         "fjord_site": site.name,
         "fjord_os": sw.os,
         "fjord_package_mirror": site.air_gap.packages if site.air_gap else None,

@@ -899,6 +899,52 @@ class Bmc(_Spec):
         return self
 
 
+class HostAccess(_Spec):
+    """How fjord reaches the site's hosts to configure them: an SSH user, and `become` (sudo) to act as root."""
+
+    ssh_user: (
+        Annotated[
+            str,
+            _matching(
+                r"[a-z_][a-z0-9_-]{0,31}",
+                "a POSIX user name: 1-32 of a-z, 0-9, '_', '-', not starting with a digit or '-'",
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="The user fjord logs in as over SSH (key authentication); unset: Ansible's default, the user "
+        "running fjord, or `ansible_user` from --host-vars.",
+    )
+    become: bool | None = Field(
+        default=None,
+        description="Run the roles as root through `become_method`. Default: true for a user other than root. "
+        "A non-root user without become is rejected: the roles install packages and manage services.",
+    )
+    become_method: Literal["sudo", "su", "doas"] = Field(
+        default="sudo", description="How the SSH user becomes root (sudo without a password prompt, by default)."
+    )
+
+    @model_validator(mode="after")
+    def _can_act_as_root(self) -> HostAccess:
+        if self.ssh_user not in (None, "root") and self.become is False:
+            raise SpecProblems(
+                [
+                    Problem(
+                        "become",
+                        False,
+                        f"ssh_user {self.ssh_user!r} is not root, and the roles must act as root; "
+                        "allowed: true (or unset) with a non-root ssh_user, or ssh_user: root",
+                    )
+                ]
+            )
+        return self
+
+    @property
+    def needs_become(self) -> bool:
+        return self.become if self.become is not None else self.ssh_user not in (None, "root")
+
+
 class Site(_Spec):
     """One GPU site: identity, power, halls, fabrics, address plan, storage, clusters and software."""
 
@@ -919,6 +965,9 @@ class Site(_Spec):
     object_store: ObjectStore | None = Field(
         default=None,
         description="Where state, artifacts and tenant buckets live; default: the site's only object tier.",
+    )
+    host_access: HostAccess = Field(
+        default_factory=HostAccess, description="How fjord logs in to the hosts (SSH user) and becomes root."
     )
 
     @model_validator(mode="after")
