@@ -214,8 +214,8 @@ def roles_page() -> str:
         "",
         "Every role's variables, generated when the docs are built from the roles' `meta/argument_specs.yml`."
         " Ansible checks each role's variables against that file before the role runs: a wrong type or a value"
-        " off the list stops the play at the role's start, naming the variable. Variables the inventory sets"
-        " from the site model (`fjord.hosts.inventory`) are marked *from the site*.",
+        " off the list stops the play at the role's start, naming the variable. Many come from the site model:"
+        " the inventory fjord builds (`fjord.hosts.inventory`) sets them on the site and cluster groups.",
         "",
     ]
     for role in sorted(p.name for p in ROLES.iterdir() if p.is_dir()):
