@@ -316,13 +316,14 @@ class Testbed:
         for name, line in entries.items():
             source, target = self.rootfs / "etc" / name, host.upper / "etc" / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+            if source.is_file():
+                shutil.copy2(source, target)
             with open(target, "a", encoding="utf-8") as f:
                 f.write(line)
-        hosts = host.upper / "etc/hosts"  # sudo looks its own host name up (and warns on stderr when it cannot)
-        shutil.copy2(self.rootfs / "etc/hosts", hosts)
-        with open(hosts, "a", encoding="utf-8") as f:
-            f.write(f"127.0.1.1\t{host.name}\n")
+        # sudo looks its own host name up (and warns on stderr when it cannot); the minbase image has no hosts file.
+        image_hosts = self.rootfs / "etc/hosts"
+        base = image_hosts.read_text(encoding="utf-8") if image_hosts.is_file() else "127.0.0.1\tlocalhost\n"
+        (host.upper / "etc/hosts").write_text(f"{base}127.0.1.1\t{host.name}\n", encoding="utf-8")
         sudoers = host.upper / "etc/sudoers.d" / OPERATOR
         sudoers.parent.mkdir(parents=True, exist_ok=True)
         sudoers.write_text(f"{OPERATOR} ALL=(ALL:ALL) NOPASSWD: ALL\n", encoding="utf-8")
