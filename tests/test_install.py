@@ -93,8 +93,8 @@ def test_the_wheel_carries_the_playbooks(tmp_path: Path) -> None:
 def test_an_installed_wheel_configures_the_testbed_as_an_operator_would(tmp_path: Path) -> None:
     """Build the wheel, install it (with the locked versions) into a fresh venv in a folder outside the checkout,
     and from there configure the testbed's four hosts as operators run Ansible: logged in as a non-root user
-    (the site's `host_access.ssh_user`) that becomes root with sudo. First `--check`, which must change nothing,
-    then the `base` role for real, whose files must be root's."""
+    (the site's `host_access.ssh_user`) that becomes root with sudo. The `base` role (by its tag) for real, whose
+    files must be root's, then `--check`, which must find nothing to change and change nothing."""
     reason = tb.unavailable_reason()
     if reason is not None:
         if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
@@ -160,24 +160,24 @@ def test_an_installed_wheel_configures_the_testbed_as_an_operator_would(tmp_path
                     check=False,
                 )
                 assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-                return dict(json.loads(proc.stdout))
+                doc, end = json.JSONDecoder().raw_decode(proc.stdout)
+                assert proc.stdout[end:].strip() == "", proc.stdout[end:][:3000]  # --json: nothing but the JSON
+                return dict(doc)
 
-            hosts = configure("--check")["hosts"]
-            assert sorted(hosts) == sorted(names)
-            assert all(h["failed"] == 0 and h["unreachable"] == 0 for h in hosts.values()), hosts
-            assert all(h["changed"] > 0 for h in hosts.values())  # a fresh host: check mode finds work to do
-            # Check mode changed nothing: the mirror's packages are still not installed on any host.
-            for host in bed.hosts:
-                assert bed.ssh(host, "dpkg-query -W chrony", check=False).returncode != 0
-
-            # For real, the base role alone (its tag): packages installed and files written as root, via sudo.
+            # The base role (its tag) for real: packages installed and files written as root, through sudo.
             hosts = configure("--tags", "base")["hosts"]
-            assert all(h["failed"] == 0 and h["changed"] > 0 for h in hosts.values()), hosts
+            assert sorted(hosts) == sorted(names)
+            assert all(h["failed"] == 0 and h["unreachable"] == 0 and h["changed"] > 0 for h in hosts.values()), hosts
             for host in bed.hosts:
-                owner = bed.ssh(host, "stat -c %U /etc/sysctl.d/90-fjord.conf && dpkg-query -W -f '${Status}' chrony")
-                assert owner.stdout.split("\n")[0] == "root", owner.stdout
-                assert "install ok installed" in owner.stdout
+                probe = bed.ssh(host, "stat -c %U /etc/sysctl.d/90-fjord.conf && dpkg-query -W -f '${Status}' chrony")
+                assert probe.stdout.split("\n")[0] == "root", probe.stdout
+                assert "install ok installed" in probe.stdout
                 logins = bed.ssh(host, f"grep -c 'Accepted publickey for {tb.OPERATOR}' /run/fj3-sshd.log", check=False)
                 assert int(logins.stdout.strip() or 0) > 0  # Ansible logged in as the operator, not as root
+            # Check mode on the configured hosts: it runs every task of the role and finds nothing to change.
+            before = {h.name: bed.ssh(h, "stat -c %Y /etc/sysctl.d/90-fjord.conf").stdout for h in bed.hosts}
+            hosts = configure("--tags", "base", "--check")["hosts"]
+            assert all(h["failed"] == 0 and h["changed"] == 0 and h["ok"] > 0 for h in hosts.values()), hosts
+            assert {h.name: bed.ssh(h, "stat -c %Y /etc/sysctl.d/90-fjord.conf").stdout for h in bed.hosts} == before
     finally:
         shutil.rmtree(outside, ignore_errors=True)
