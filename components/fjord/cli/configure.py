@@ -159,7 +159,8 @@ def configure(
             f" {len(inventory.hosts)} hosts"
         )
         raise typer.Exit(EXIT_HOSTS_FAILED)
-    out.print(
+    # With --json, stdout holds the JSON document alone: the summary goes to stderr.
+    (err if as_json else out).print(
         labelled(
             "ok",
             "green",
