@@ -48,10 +48,10 @@ bench: install
 	$(BIN)/python bench/bmc_status.py
 
 ## lock: pin every dependency of pyproject.toml (with the dev tools) and their hashes into requirements.lock
+## (uv's resolver; the versions already locked are kept unless pyproject.toml rules them out)
 lock: install
-	$(BIN)/pip install --quiet 'pip-tools>=7.4,<8'
-	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --strip-extras --allow-unsafe \
-	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	$(BIN)/pip install --quiet 'uv>=0.5,<1'
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --extra dev --generate-hashes -o requirements.lock pyproject.toml
 
 ## docs: the documentation site (MkDocs, Material theme) into site/; references generated from the code
 docs: install
