@@ -143,6 +143,7 @@ def test_an_installed_wheel_configures_the_testbed_as_an_operator_would(tmp_path
                 "registry": "registry.testbed.local",
                 "charts": "https://c.local",
             }
+            site["host_access"] = {"ssh_user": tb.OPERATOR}  # become: sudo, the default for a non-root user
             stacks = outside / "stacks"
             stacks.mkdir()
             (stacks / "Pulumi.testbed.yaml").write_text(yaml.safe_dump({"config": {"fjord:site": site}}))
