@@ -113,5 +113,8 @@ def test_each_role_of_site_yml_has_a_tag_of_its_own_name() -> None:
         "nvidia_container_toolkit",
         "dcgm",
         "gpu_validate",
+        "munge",
+        "slurm",
+        "imex",
     }
     assert applied <= tags, applied - tags
