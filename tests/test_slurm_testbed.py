@@ -24,6 +24,7 @@ import pytest
 from fjord.adapters.ansible import AnsibleSettings, PlaybookResult, ProgressEvent, run_playbook
 from fjord.hosts import build_inventory
 from fjord.hosts.inventory import upgrade_vars
+from fjord.hosts.nvlink import IMEX_OPTIONS
 from fjord.hosts.slurm import slurm_clusters
 from fjord.sizing.site import size_site
 from fjord.spec.load import load_site
@@ -237,3 +238,25 @@ def test_upgrade_drains_validates_and_resumes_only_its_own_drains(sbed: SlurmBed
     reason = sbed.sh(f"sinfo --noheader --Node --nodes {ops} --format '%E'").strip()
     assert reason == "disk replacement (ops)"
     sbed.sh(f"scontrol update NodeName={ops} State=RESUME")
+
+
+def test_imex_files_of_an_nvl72_rack_are_written_and_the_service_left_to_gpu_hosts(sbed: SlurmBed) -> None:
+    """The testbed's cluster is HGX; here its four hosts play one NVL72 rack's trays (imex_* as host variables)."""
+    addresses = [sbed.host(h).address for h in HOSTS]
+    imex = {"imex_enabled": True, "imex_nodes": addresses}
+    saved = sbed.vars
+    sbed.vars = {h: v | imex for h, v in saved.items()}
+    try:
+        events: list[ProgressEvent] = []
+        result = sbed.run(on_event=events.append)
+    finally:
+        sbed.vars = saved
+    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
+    for host in HOSTS:
+        nodes = sbed.sh("cat /etc/nvidia-imex/nodes_config.cfg", host)
+        assert nodes.splitlines() == addresses
+        config = sbed.sh("grep -v '^#' /etc/nvidia-imex/config.cfg", host)
+        assert dict(line.split("=", 1) for line in config.splitlines()) == IMEX_OPTIONS
+    said = _kinds(events, "Imex | Say why the IMEX service is not installed here")
+    assert said == dict.fromkeys(HOSTS, "ok")
+    assert _kinds(events, "Imex | Install and start the IMEX service") == dict.fromkeys(HOSTS, "skipped")
