@@ -309,3 +309,35 @@ def test_a_version_bump_rolls_hosts_in_service_batch_by_batch(bed: Bed) -> None:
     # Each host was taken out of service (here: said why it could not be cordoned) before it was changed.
     said = [e.host for e in events if e.task == "Upgrade | Say why the node is not cordoned" and e.kind == "ok"]
     assert sorted(said) == sorted(hosts)
+
+
+def test_host_config_read_finds_a_file_changed_on_a_host(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refresh: HostConfig.read runs site.yml in check mode on the converged unit; a host where a managed file
+    was edited behind fjord's back is listed as drifted (the read changes nothing), and the next update reruns
+    the playbook on that host only."""
+    monkeypatch.setenv("FJORD_ANSIBLE_STATE", str(bed.settings.state_dir))
+    unit = size_site(bed.site).clusters[0].units[0]
+    inventory = unit_inventory(bed.site, unit, host_vars=bed.vars)
+    props: dict[str, Any] = {
+        "site": bed.site.name,
+        "group": unit_group(unit),
+        "playbook": PLAYBOOK,
+        "inventory": inventory.to_json(),
+        "inventory_digest": inventory.digest,
+        "hosts": [n.name for n in unit.nodes()],
+        "versions": {"driver_branch": bed.site.software.driver_branch},
+        "playbooks_digest": playbooks_digest(),
+    }
+    provider = HostConfigProvider()
+    outs = dict(provider.create(dict(props)).outs or {})
+    assert dict(provider.read("x", dict(outs)).outs or {})["drifted_hosts"] == []
+    host = bed.host(1)
+    bed.bed.ssh(host, "sed -i 's/^DAEMON_OPTS=.*/DAEMON_OPTS=\"-F 1\"/' /etc/default/chrony")
+    drifted = dict(provider.read("x", dict(outs)).outs or {})
+    assert drifted["drifted_hosts"] == [host.name]
+    assert "-F 1" in bed.bed.ssh(host, "cat /etc/default/chrony").stdout  # the read changed nothing
+    assert provider.diff("x", drifted, props).changes is True
+    repaired = dict(provider.update("x", drifted, dict(props)).outs or {})
+    assert repaired["hosts_run"] == 1
+    assert " -x" in bed.bed.ssh(host, "grep ^DAEMON_OPTS /etc/default/chrony").stdout  # the role's setting is back
+    assert dict(provider.read("x", repaired).outs or {})["drifted_hosts"] == []
