@@ -248,6 +248,7 @@ def test_host_config_resource_records_failures_and_reruns_them(bed: Bed, monkeyp
         "inventory_digest": inventory.digest,
         "versions": {"driver_branch": bed.site.software.driver_branch},
         "playbooks_digest": playbooks_digest(),
+        "hosts": [n.name for n in unit.nodes()],  # as HostConfig sends them: the hosts in service
     }
     provider = HostConfigProvider()
     created = provider.create(dict(props))
@@ -256,18 +257,25 @@ def test_host_config_resource_records_failures_and_reruns_them(bed: Bed, monkeyp
     assert (outs["hosts_run"], outs["changed"]) == (4, 0)
     assert outs["inventory"] == props["inventory"]  # refresh (read) runs the check-mode play against it
     assert provider.diff(rid, outs, props).changes is False
+    # Pulumi calls update only for a diff: a configuration change (one more host variable, same versions) reruns
+    # site.yml on the unit's hosts, one of which is down.
+    edited = {h: dict(v) for h, v in bed.vars.items()}
+    edited[bed.host(0).name]["fjord_testbed_note"] = "edited"
+    changed_inventory = unit_inventory(bed.site, unit, host_vars=edited)
+    changed = props | {"inventory": changed_inventory.to_json(), "inventory_digest": changed_inventory.digest}
+    assert provider.diff(rid, outs, changed).changes is True
     down = bed.host(2)
     bed.bed.stop(down)
     try:
-        updated = dict(provider.update(rid, outs, dict(props)).outs or {})
+        updated = dict(provider.update(rid, outs, dict(changed)).outs or {})
         assert updated["unreachable_hosts"] == [down.name]
-        assert provider.diff(rid, updated, props).changes is True  # the next `pulumi up` reruns
+        assert provider.diff(rid, updated, changed).changes is True  # the next `pulumi up` reruns
     finally:
         bed.bed.start(down)
-    retried = dict(provider.update(rid, updated, dict(props)).outs or {})
+    retried = dict(provider.update(rid, updated, dict(changed)).outs or {})
     assert retried["hosts_run"] == 1  # only the host left behind
     assert (retried["failed_hosts"], retried["unreachable_hosts"]) == ([], [])
-    assert provider.diff(rid, retried, props).changes is False
+    assert provider.diff(rid, retried, changed).changes is False
 
 
 def test_a_version_bump_rolls_hosts_in_service_batch_by_batch(bed: Bed) -> None:
