@@ -14,6 +14,7 @@ import pulumi
 from fjord.components._config import credential
 from fjord.components.platform import kubeconfig_key
 from fjord.components.site import Site, SiteArgs
+from fjord.hosts.stack_config import stack_host_tags, stack_host_vars
 from fjord.sizing.alloc import read as read_alloc
 from fjord.sizing.site import validate_site
 from fjord.spec.errors import SiteError
@@ -40,7 +41,10 @@ def main(stacks: Path | None = None) -> Site:
     password = credential("bmcPassword") or pulumi.Output.secret("")
     for cluster in spec.clusters:
         credential(kubeconfig_key(cluster.name))
-    # fjord:configureHosts false leaves the hosts alone (no HostConfig resources).
+    # fjord:configureHosts false leaves the hosts alone (no HostConfig resources); fjord:hostVars says how to
+    # reach them, fjord:hostTags which roles run (docs/engine.md).
+    host_vars = stack_host_vars(config.get("hostVars"), spec, size, stacks_dir(stacks))
+    host_tags = stack_host_tags(config.get("hostTags"))
     site = Site(
         spec.name,
         SiteArgs(
@@ -48,6 +52,8 @@ def main(stacks: Path | None = None) -> Site:
             size=size,
             bmc_password=password,
             configure_hosts=config.get_bool("configureHosts") is not False,
+            host_vars=host_vars,
+            host_tags=host_tags,
             allow_remove=parse_allow_remove(config.get("allowRemove")),
         ),
     )

@@ -8,8 +8,8 @@ then a few hundred resources, not tens of thousands (see the README, "Scale").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -110,6 +110,10 @@ class HostsArgs:
     site: SiteSpec
     playbook: str = "site.yml"
     playbooks_digest: str = ""
+    host_vars: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-host variables over the generated inventory (fjord:hostVars: connection settings)."""
+    tags: tuple[str, ...] = ()
+    """Run only these role tags of `playbook` (fjord:hostTags); empty: every role."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class GpuCluster(pulumi.ComponentResource):
     nodes: pulumi.Output[int]
     scalable_units: pulumi.Output[int]
     units: list[ScalableUnit]
+    host_configs: list[HostConfig]
+    """One per scalable unit when the hosts are configured (none otherwise)."""
     platform: Platform | None
 
     def __init__(self, name: str, args: GpuClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -144,6 +150,7 @@ class GpuCluster(pulumi.ComponentResource):
         # shrink; the cluster itself and its tenant namespaces cannot be deleted while protected.
         child = pulumi.ResourceOptions(parent=self, protect=False)
         self.units = []
+        self.host_configs = []
         for u in c.units:
             # A unit's nodes are derived once here for both layers that need them, not once per layer.
             nodes = u.nodes()
@@ -153,7 +160,8 @@ class GpuCluster(pulumi.ComponentResource):
                 # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook,
                 # after its bare-metal layer has staged any BIOS change the drained rollout then reboots into.
                 after = self.units[-1].bare_metal
-                _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after)
+                hosts = _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after)
+                self.host_configs.append(hosts)
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform, protect_namespaces=args.protect), child)
             if args.platform is not None
@@ -202,7 +210,7 @@ def _host_config(
     args = HostConfigArgs(
         site=spec.name,
         group=unit_group(unit),
-        inventory=unit_inventory(spec, unit, nodes=nodes, cluster=sized),
+        inventory=unit_inventory(spec, unit, host_vars=hosts.host_vars, nodes=nodes, cluster=sized),
         versions=versions,
         playbook=hosts.playbook,
         playbooks_digest=hosts.playbooks_digest,
@@ -212,6 +220,7 @@ def _host_config(
             "batch_percent": cluster.upgrade.batch_percent,
             "max_fail_percentage": cluster.upgrade.max_fail_percentage,
         },
+        tags=hosts.tags,
     )
     opts = pulumi.ResourceOptions(parent=parent, protect=False, depends_on=[after] if after is not None else None)
     return HostConfig(name, args, opts)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -27,6 +28,10 @@ class SiteArgs:
     """The BMC password (Pulumi secret `fjord:bmcPassword`); None registers no bare-metal layer."""
     configure_hosts: bool = True
     """Run site.yml on every scalable unit's hosts (HostConfig) when their inputs change."""
+    host_vars: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-host variables over the generated inventory (fjord:hostVars: how to reach each host)."""
+    host_tags: tuple[str, ...] = ()
+    """The role tags of site.yml the HostConfig resources run (fjord:hostTags); empty: every role."""
     allow_remove: tuple[str, ...] = ()
     """Clusters the stack's `fjord:allowRemove` lists: not protected, so that removing them can go ahead."""
 
@@ -51,7 +56,11 @@ class Site(pulumi.ComponentResource):
         self.network = Network(f"{name}-network", NetworkArgs(size.fabrics, size.pools), child)
         self.storage = Storage(f"{name}-storage", StorageArgs(tuple(args.spec.storage)), child)
         bare_metal = None if args.bmc_password is None else BareMetalArgs(args.spec.bmc, args.bmc_password)
-        hosts = HostsArgs(args.spec, playbooks_digest=playbooks_digest()) if args.configure_hosts else None
+        hosts = (
+            HostsArgs(args.spec, playbooks_digest=playbooks_digest(), host_vars=args.host_vars, tags=args.host_tags)
+            if args.configure_hosts
+            else None
+        )
         self.clusters = {
             c.name: GpuCluster(
                 f"{name}-{c.name}",

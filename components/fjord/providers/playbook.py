@@ -21,21 +21,23 @@ The provider object holds no clients (Pulumi pickles it into the resource's inpu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi.dynamic as dyn
+import yaml
 
 from fjord.adapters.playbooks import default_playbooks_dir
 from fjord.hosts.inventory import Inventory, json_digest
 
-TRIGGERS = ("playbook", "inventory_digest", "versions", "playbooks_digest")
-"""Inputs whose change reruns the playbook."""
+TRIGGERS = ("playbook", "inventory_digest", "versions", "playbooks_digest", "tags")
+"""Inputs whose change reruns the playbook (`tags` is absent unless the stack sets fjord:hostTags)."""
 RETRY = ("failed_hosts", "unreachable_hosts", "drifted_hosts")
 """Outputs listing hosts the next update reruns the playbook on (failed, unreachable, or drifted at refresh)."""
 ROLLING = ("versions", "playbooks_digest")
@@ -104,6 +106,47 @@ def playbooks_digest(folder: Path | None = None) -> str:
     return h.hexdigest()
 
 
+def _tags_in(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "tags":
+                yield from [value] if isinstance(value, str) else value if isinstance(value, list) else []
+            else:
+                yield from _tags_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _tags_in(item)
+
+
+@functools.cache
+def playbook_tags(root: Path) -> frozenset[str]:
+    """Every tag the playbooks and roles under `root` carry (`always` included)."""
+    tags: set[str] = set()
+    for path in sorted(root.rglob("*.yml")):
+        try:
+            tags.update(str(t) for t in _tags_in(yaml.safe_load(path.read_text(encoding="utf-8"))))
+        except yaml.YAMLError:
+            continue  # not a document the tags can come from; Ansible reports it when it runs
+    return frozenset(tags)
+
+
+def check_tags(tags: Any, playbooks: Path | None = None) -> list[tuple[str, Any, str]]:
+    """Problems with a `tags` input (fjord:hostTags) as (property, value, what is wrong and allowed): each must
+    be a tag the playbooks carry."""
+    if tags is None:
+        return []
+    root = playbooks or default_playbooks_dir()
+    known = playbook_tags(root)
+    allowed = f"tags of the playbooks in {root}: {', '.join(sorted(known - {'always'}))}"
+    if not isinstance(tags, list) or not tags:
+        return [("tags", tags, f"is no list of tags; allowed: a non-empty list of {allowed}")]
+    return [
+        (f"tags[{i}]", t, f"is no tag of the playbooks; allowed: {allowed}")
+        for i, t in enumerate(tags)
+        if t not in known
+    ]
+
+
 def check_inputs(news: dict[str, Any], playbooks: Path | None = None) -> list[tuple[str, str]]:
     """The problems with a HostConfig's inputs as (property, message), each naming the value and what is allowed."""
     problems: list[tuple[str, str]] = []
@@ -128,7 +171,7 @@ def check_inputs(news: dict[str, Any], playbooks: Path | None = None) -> list[tu
                 problems.append(("inventory_digest", "does not match the inventory; allowed: json_digest(inventory)"))
     elif inventory is not None:  # unknown during a preview is fine; anything else is not
         problems.append(("inventory", f"is a {type(inventory).__name__}; allowed: the inventory as a JSON string"))
-    return problems
+    return problems + [(k, f"{v!r} {m}") for k, v, m in check_tags(news.get("tags"), playbooks)]
 
 
 class HostConfigProvider(dyn.ResourceProvider):
@@ -151,6 +194,7 @@ class HostConfigProvider(dyn.ResourceProvider):
             props["playbook"],
             json.loads(props["inventory"]),
             site=props["site"],
+            tags=props.get("tags") or (),
             check=True,
             settings=AnsibleSettings(),
         )
@@ -217,6 +261,8 @@ class HostConfigProvider(dyn.ResourceProvider):
             json.loads(props["inventory"]),
             site=props["site"],
             limit=limit,
+            # fjord:hostTags narrows the playbook the stack configures hosts with, never the drained rollout.
+            tags=(props.get("tags") or ()) if playbook == props["playbook"] else (),
             extra_vars=extra_vars,
             settings=AnsibleSettings(),
         )
@@ -259,6 +305,8 @@ class HostConfigArgs:
     """The group's host names: hosts new to the group get `playbook`, hosts in service only the rollout."""
     rollout: dict[str, Any] | None = None
     """The drained rollout: `batch_percent`, `max_fail_percentage` (the cluster's `upgrade`), `playbook`."""
+    tags: tuple[str, ...] = ()
+    """Run only these role tags of `playbook` (fjord:hostTags); empty: every role."""
 
 
 class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
@@ -289,4 +337,6 @@ class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
             "hosts_run": None,
             "changed": None,
         }
+        if args.tags:  # absent otherwise: a stack without fjord:hostTags keeps the inputs (and diff) it had
+            props["tags"] = list(args.tags)
         super().__init__(HostConfigProvider(), name, props, opts)

@@ -44,12 +44,18 @@ SECRET_CONFIG_PREFIXES = (f"{NAMESPACE}:kubeconfig-",)
 
 ALLOW_REMOVE_KEY = f"{NAMESPACE}:allowRemove"
 """Clusters the operator means to remove: unprotected, and their removal accepted by `fjord alloc`/`diff`."""
+HOST_VARS_KEY = f"{NAMESPACE}:hostVars"
+"""Per-host variables (connection settings) for the hosts `pulumi up` configures: a mapping, or a JSON file's path."""
+HOST_TAGS_KEY = f"{NAMESPACE}:hostTags"
+"""The role tags of site.yml that `pulumi up` runs on the hosts (unset: every role)."""
 CONFIG_KEYS = (
     SITE_KEY,
     *SECRET_CONFIG_KEYS,
     f"{NAMESPACE}:s3AccessKeyId",
     f"{NAMESPACE}:configureHosts",
     ALLOW_REMOVE_KEY,
+    HOST_VARS_KEY,
+    HOST_TAGS_KEY,
 )
 """Every key of fjord's namespace a program or command reads, with SECRET_CONFIG_PREFIXES."""
 

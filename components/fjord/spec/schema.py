@@ -32,6 +32,21 @@ _OTHER_KEYS: dict[str, dict[str, Any]] = {
         "description": "false: `pulumi up` leaves the hosts alone (no HostConfig runs the playbooks).",
         "default": True,
     },
+    f"{NAMESPACE}:hostVars": {
+        "oneOf": [
+            {"type": "object", "additionalProperties": {"type": "object"}},
+            {"type": "string", "minLength": 1},
+        ],
+        "description": "Per-host variables over the generated inventory for the hosts `pulumi up` configures"
+        " (connection settings, as `fjord configure --host-vars` takes them): host name -> variables, or the path"
+        " of a JSON file holding that mapping (relative to the stacks folder). No passwords: the inventory is"
+        " stored in the state.",
+    },
+    f"{NAMESPACE}:hostTags": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Run only these role tags of site.yml on the hosts (e.g. [base]); unset: every role.",
+    },
     f"{NAMESPACE}:allowRemove": {
         "type": "array",
         "items": {"type": "string"},
