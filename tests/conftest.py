@@ -1,20 +1,29 @@
-"""Shared test set-up: Pulumi's mock runtime (set before any program module is imported) and site helpers.
+"""Shared test set-up: Pulumi's mock runtime (set before any program module is imported), site helpers, and
+the labs several modules start: sushy-emulator BMCs (tests/redfish_lab.py) and a Ceph RGW (tests/ceph_cluster.py).
 
 The mock root stack persists for the whole process, so every test that registers resources reads the
 registrations it made through the `registrations` fixture, which clears the record first.
+
+A lab that cannot start skips its tests with the reason, except under FJORD_REQUIRE_INTEGRATION=1 (CI), where
+that fails them.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pytest
 
 from fjord.plan.mocks import PlanMocks, RecordingMonitor, Registration
+
+if TYPE_CHECKING:
+    from .ceph_cluster import CephCluster
+    from .redfish_lab import Emulator, FaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
 STACKS = REPO / "stacks"
@@ -50,3 +59,86 @@ def stack_site(name: str) -> dict[str, Any]:
     from fjord.spec.load import read_stack
 
     return copy.deepcopy(read_stack(name, STACKS).site)
+
+
+def integration_required() -> bool:
+    """CI sets FJORD_REQUIRE_INTEGRATION=1: a lab that cannot start fails the tests there instead of skipping."""
+    return os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1"
+
+
+DEV_NODES = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
+"""The embedded dev site's nodes (its one H100 unit)."""
+
+
+def emulated_bmcs(systems: list[dict[str, Any]]) -> Iterator[Emulator]:
+    """A sushy-emulator serving `systems` (redfish_lab.fake_system), stopped afterwards; for a fixture to yield from."""
+    from .redfish_lab import Emulator
+
+    em = Emulator(systems)
+    try:
+        em.start()
+    except (OSError, RuntimeError) as exc:
+        em.stop()
+        if integration_required():
+            pytest.fail(f"sushy-emulator did not start: {exc}")
+        pytest.skip(f"sushy-emulator did not start: {exc}")
+    try:
+        yield em
+    finally:
+        em.stop()
+
+
+@pytest.fixture(scope="module")
+def emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """One sushy-emulator for the test module, serving the systems the module lists in `EMULATED`."""
+    yield from emulated_bmcs(request.module.EMULATED)
+
+
+@pytest.fixture
+def proxy(emulator: Emulator) -> Iterator[FaultProxy]:
+    """The fault-injecting proxy (redfish_lab.FaultProxy) in front of the module's emulator, for one test."""
+    from .redfish_lab import FaultProxy
+
+    p = FaultProxy(emulator.url).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def dev_bmcs() -> Iterator[Emulator]:
+    """A fresh emulator for each test serving the dev site's four nodes, powered off (the engine tests stop and
+    resume it, and power nodes on)."""
+    from .redfish_lab import fake_system
+
+    yield from emulated_bmcs([fake_system(n, i) for i, n in enumerate(DEV_NODES)])
+
+
+@pytest.fixture(scope="module")
+def engine() -> Path:
+    """The folder of the Pulumi CLI .ci/setup-pulumi.sh builds; without it the module skips (fails in CI). Engine
+    modules use it first (`usefixtures`), so that no lab starts for tests that cannot run."""
+    from .engine_env import require_engine
+
+    return require_engine()
+
+
+@pytest.fixture(scope="module")
+def ceph() -> Iterator[CephCluster]:
+    """A single-node Ceph cluster with RGW for the test module (2 GiB memstore), torn down at its end, also on
+    failure; the teardown itself is checked (nothing left running, its folder gone)."""
+    from .ceph_cluster import CephCluster, CephUnavailable, missing_binaries
+
+    missing = missing_binaries()
+    if missing and not integration_required():
+        pytest.skip(f"Ceph is not installed ({', '.join(missing)}); run .ci/setup-ceph.sh as root")
+    cluster = CephCluster(memstore_gib=2)
+    try:
+        cluster.start()
+    except CephUnavailable as exc:
+        pytest.fail(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+    assert not cluster.dir.exists()
+    assert all(p.poll() is not None for p in cluster.procs.values())

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from fjord.sizing.bmc import BmcEndpoint
 from fjord.spec.load import default_site
 from fjord.spec.models import Bmc
 
+from .conftest import DEV_NODES
 from .redfish_lab import (
     EMPTY_200,
     HTML_500,
@@ -52,29 +51,9 @@ from .test_cli import write_stack
 
 pytestmark = pytest.mark.bmc
 NODES = [f"f-su000-n{i:03d}" for i in range(24)]
-DEV_NODES = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
+EMULATED = [fake_system(n, i) for i, n in enumerate(NODES + DEV_NODES)]
+"""The systems the module's emulator (the `emulator` fixture, tests/conftest.py) serves."""
 RESET = "Actions/ComputerSystem.Reset"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES + DEV_NODES)])
-    try:
-        em.start()
-    except (OSError, RuntimeError) as exc:
-        em.stop()
-        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"sushy-emulator did not start: {exc}")
-        pytest.skip(f"sushy-emulator did not start: {exc}")
-    yield em
-    em.stop()
-
-
-@pytest.fixture
-def proxy(emulator: Emulator) -> Iterator[FaultProxy]:
-    p = FaultProxy(emulator.url).start()
-    yield p
-    p.stop()
 
 
 CREDS = rf.Credentials(USERNAME, BMC_PASSWORD)

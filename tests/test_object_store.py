@@ -10,7 +10,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +31,11 @@ from fjord.cli.main import app
 from fjord.cli.state import EXIT_STORE
 from fjord.spec.load import default_site
 
-from .ceph_cluster import CephCluster, CephUnavailable, S3User, missing_binaries
+from .ceph_cluster import CephCluster, S3User
 from .test_cli import CIPHERTEXT, write_record
 
 pytestmark = pytest.mark.rgw
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def ceph() -> Iterator[CephCluster]:
-    missing = missing_binaries()
-    if missing and os.environ.get("FJORD_REQUIRE_INTEGRATION") != "1":
-        pytest.skip(f"Ceph is not installed ({', '.join(missing)}); run .ci/setup-ceph.sh as root")
-    cluster = CephCluster(memstore_gib=2)
-    try:
-        cluster.start()
-    except CephUnavailable as exc:
-        pytest.fail(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-    assert not cluster.dir.exists()
-    assert all(p.poll() is not None for p in cluster.procs.values())
 
 
 @pytest.fixture(scope="module")

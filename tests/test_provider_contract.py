@@ -5,8 +5,6 @@ the Redfish ones against sushy-emulator. tests/test_engine.py runs them through 
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -112,18 +110,8 @@ def test_a_node_read_powered_off_is_converged_again() -> None:
 # --- read (refresh) against emulated BMCs ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    em = Emulator([fake_system(n, i, power="On") for i, n in enumerate(NODES)])
-    try:
-        em.start()
-    except (OSError, RuntimeError) as exc:
-        em.stop()
-        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"sushy-emulator did not start: {exc}")
-        pytest.skip(f"sushy-emulator did not start: {exc}")
-    yield em
-    em.stop()
+EMULATED = [fake_system(n, i, power="On") for i, n in enumerate(NODES)]
+"""The systems the module's emulator (the `emulator` fixture, tests/conftest.py) serves, powered on."""
 
 
 @pytest.mark.bmc

@@ -19,7 +19,6 @@ import string
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from fjord.cli.main import app
 from fjord.cli.state import EXIT_STORE
 from fjord.spec.load import default_site
 
-from .ceph_cluster import CephCluster, CephUnavailable, S3User, missing_binaries
+from .ceph_cluster import CephCluster, S3User
 
 MiB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
@@ -128,22 +127,6 @@ def test_boto3s_upload_error_is_unwrapped(
 
 
 # --- against Ceph RGW ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ceph() -> Iterator[CephCluster]:
-    missing = missing_binaries()
-    if missing and os.environ.get("FJORD_REQUIRE_INTEGRATION") != "1":
-        pytest.skip(f"Ceph is not installed ({', '.join(missing)}); run .ci/setup-ceph.sh as root")
-    cluster = CephCluster(memstore_gib=2)
-    try:
-        cluster.start()
-    except CephUnavailable as exc:
-        pytest.fail(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
