@@ -9,10 +9,8 @@ own view of the nodes are checked.
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +19,14 @@ import requests
 
 from fjord.spec.load import default_site
 
-from .engine_env import Project, make_project, require_engine
+from .conftest import DEV_NODES
+from .engine_env import Project, make_project
 from .redfish_lab import PASSWORD as BMC_PASSWORD
-from .redfish_lab import USERNAME, Emulator, fake_system
+from .redfish_lab import USERNAME, Emulator
 
-pytestmark = [pytest.mark.engine, pytest.mark.bmc]
-NODES = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
+pytestmark = [pytest.mark.engine, pytest.mark.bmc, pytest.mark.usefixtures("engine")]
+NODES = DEV_NODES
 POOL = "pulumi-python:dynamic/baremetal:NodePool"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Path:
-    return require_engine()
-
-
-@pytest.fixture
-def bmcs(engine: Path) -> Iterator[Emulator]:
-    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES)])
-    try:
-        em.start()
-    except (OSError, RuntimeError) as exc:
-        em.stop()
-        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"sushy-emulator did not start: {exc}")
-        pytest.skip(f"sushy-emulator did not start: {exc}")
-    yield em
-    em.stop()
 
 
 def slurm_site(bmc_url: str, **bmc: Any) -> dict[str, Any]:
@@ -103,22 +83,22 @@ def wait_on(em: Emulator, nodes: list[str], timeout_s: float = 60) -> None:
         assert em.wait_power(node, "On", max(1.0, deadline - time.monotonic())) == "On", node
 
 
-def test_preview_up_drift_refresh_repair_destroy(tmp_path: Path, bmcs: Emulator) -> None:
+def test_preview_up_drift_refresh_repair_destroy(tmp_path: Path, dev_bmcs: Emulator) -> None:
     project = make_project(tmp_path, "e2e")
-    project.write_stack(slurm_site(bmcs.url), configureHosts=False)
+    project.write_stack(slurm_site(dev_bmcs.url), configureHosts=False)
     project.init(bmc_password=BMC_PASSWORD)
 
     # preview: the whole stack would be created, the BMCs are only read.
     preview = project.report("preview")
     created = {t for op, t, _ in changes(preview) if op == "create"}
     assert {POOL, "fjord:components:Site", "fjord:components:ScalableUnit"} <= created
-    assert all(bmcs.system(n)["PowerState"] == "Off" for n in NODES)
+    assert all(dev_bmcs.system(n)["PowerState"] == "Off" for n in NODES)
 
     # up: every node powered on with its boot override; the JSON summary counts the creates by type.
     up = project.report("up")
     assert up["ok"] is True
     assert up["by_type"][POOL] == {"create": 1}
-    wait_on(bmcs, NODES)
+    wait_on(dev_bmcs, NODES)
     outs = pool_records(project)
     assert outs["converged"] == 4
     assert outs["failed"] == {}
@@ -128,7 +108,7 @@ def test_preview_up_drift_refresh_repair_destroy(tmp_path: Path, bmcs: Emulator)
     assert changes(project.report("preview")) == []
 
     # One spec change: the preview shows exactly that change, on exactly that resource.
-    project.write_stack(slurm_site(bmcs.url, timeout_s=6), configureHosts=False)
+    project.write_stack(slurm_site(dev_bmcs.url, timeout_s=6), configureHosts=False)
     one = project.report("preview")
     assert [(op, t) for op, t, _ in changes(one)] == [("update", POOL)]
     assert one["steps"][0]["diffs"] == ["timeout_s"]
@@ -137,19 +117,19 @@ def test_preview_up_drift_refresh_repair_destroy(tmp_path: Path, bmcs: Emulator)
     before = pool_records(project)["state"]
 
     # A node powered off behind fjord's back: refresh reads it from the BMC into the state.
-    power_off_out_of_band(bmcs, NODES[1])
+    power_off_out_of_band(dev_bmcs, NODES[1])
     refreshed = project.report("refresh")
     assert refreshed["ok"] is True
     drift = [s for s in refreshed["steps"] if s["type"] == POOL]
     assert drift, refreshed["steps"]
     assert pool_records(project)["state"][NODES[1]]["power"] == "Off"
-    assert all(bmcs.system(n)["PowerState"] == "On" for n in NODES if n != NODES[1])  # refresh changes nothing
+    assert all(dev_bmcs.system(n)["PowerState"] == "On" for n in NODES if n != NODES[1])  # refresh changes nothing
 
     # The next preview shows the repair, and up powers exactly that node on again.
     assert [(op, t) for op, t, _ in changes(project.report("preview"))] == [("update", POOL)]
     repaired = project.report("up")
     assert repaired["ok"] is True
-    wait_on(bmcs, NODES)
+    wait_on(dev_bmcs, NODES)
     after = pool_records(project)["state"]
     assert "power on" in after[NODES[1]]["actions"]
     assert {n: known(after[n]) for n in NODES if n != NODES[1]} == {n: known(before[n]) for n in NODES if n != NODES[1]}
@@ -166,23 +146,23 @@ def test_preview_up_drift_refresh_repair_destroy(tmp_path: Path, bmcs: Emulator)
     refused = project.report("destroy", expect_rc=3)
     assert any("protected" in e for e in refused["errors"])
     assert any("fjord:allowRemove" in e for e in refused["errors"])
-    project.write_stack(slurm_site(bmcs.url, timeout_s=6), configureHosts=False, allowRemove=["h100"])
+    project.write_stack(slurm_site(dev_bmcs.url, timeout_s=6), configureHosts=False, allowRemove=["h100"])
     assert project.report("up")["ok"] is True
     gone = project.report("destroy")
     assert gone["ok"] is True
     assert gone["by_type"][POOL] == {"delete": 1}
     assert not [r for r in project.state()["deployment"].get("resources") or [] if r["type"] == POOL]
-    assert all(bmcs.system(n)["PowerState"] == "On" for n in NODES)
+    assert all(dev_bmcs.system(n)["PowerState"] == "On" for n in NODES)
 
 
 def test_a_bmc_service_dying_mid_up_fails_naming_the_unit_and_the_next_up_does_the_rest(
-    tmp_path: Path, bmcs: Emulator
+    tmp_path: Path, dev_bmcs: Emulator
 ) -> None:
     """The BMC service goes down once the first node is on (nodes converge one at a time): `up` finishes its
     engine operation (no pending operation), exits 3 naming the unit and each node left behind, keeps the
     first node's result; with the BMCs back, the next `up` converges exactly the nodes left behind."""
     project = make_project(tmp_path, "fault")
-    site = slurm_site(bmcs.url, concurrency=1, retries=1, backoff_s=0.2, timeout_s=3)
+    site = slurm_site(dev_bmcs.url, concurrency=1, retries=1, backoff_s=0.2, timeout_s=3)
     project.write_stack(site, configureHosts=False)
     project.init(bmc_password=BMC_PASSWORD)
 
@@ -191,9 +171,9 @@ def test_a_bmc_service_dying_mid_up_fails_naming_the_unit_and_the_next_up_does_t
     def kill_after_first_node() -> None:
         while not stop.is_set():
             try:
-                if bmcs.system(NODES[0])["PowerState"] == "On":
+                if dev_bmcs.system(NODES[0])["PowerState"] == "On":
                     time.sleep(3)  # fjord polls the power too: let it see the first node on, then go down
-                    bmcs.stop(keep_workdir=True)
+                    dev_bmcs.stop(keep_workdir=True)
                     return
             except requests.RequestException:
                 return
@@ -219,13 +199,13 @@ def test_a_bmc_service_dying_mid_up_fails_naming_the_unit_and_the_next_up_does_t
     first = outs["state"][NODES[0]]
     assert set(outs["failed"]) == {line.split(": ")[1] for line in behind}
 
-    bmcs.resume()
+    dev_bmcs.resume()
     preview = project.report("preview")
     assert [(op, t) for op, t, _ in changes(preview)] == [("update", POOL)]
     fixed = project.report("up")
     assert fixed["ok"] is True
     assert fixed["left_behind"] == []
-    wait_on(bmcs, NODES)
+    wait_on(dev_bmcs, NODES)
     outs = pool_records(project)
     assert outs["failed"] == {}
     # The finished node was not touched again: its record (what was done, how many tries) is the same. The

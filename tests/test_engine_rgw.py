@@ -5,59 +5,26 @@ from RGW to check that the BMC password is stored only as ciphertext."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fjord.adapters.s3 import ObjectStore, S3Credentials
 
-from .ceph_cluster import CephCluster, CephUnavailable, missing_binaries
-from .engine_env import make_project, require_engine
+from .ceph_cluster import CephCluster
+from .engine_env import make_project
 from .redfish_lab import PASSWORD as BMC_PASSWORD
-from .redfish_lab import Emulator, fake_system
+from .redfish_lab import Emulator
 from .test_engine import NODES, POOL, changes, slurm_site, wait_on
 
-pytestmark = [pytest.mark.engine, pytest.mark.bmc, pytest.mark.rgw]
+pytestmark = [pytest.mark.engine, pytest.mark.bmc, pytest.mark.rgw, pytest.mark.usefixtures("engine")]
 
 
-@pytest.fixture(scope="module")
-def ceph() -> Iterator[CephCluster]:
-    require_engine()
-    missing = missing_binaries()
-    if missing and os.environ.get("FJORD_REQUIRE_INTEGRATION") != "1":
-        pytest.skip(f"Ceph is not installed ({', '.join(missing)}); run .ci/setup-ceph.sh as root")
-    cluster = CephCluster(memstore_gib=2)
-    try:
-        cluster.start()
-    except CephUnavailable as exc:
-        pytest.fail(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def bmcs() -> Iterator[Emulator]:
-    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES)])
-    try:
-        em.start()
-    except (OSError, RuntimeError) as exc:
-        em.stop()
-        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"sushy-emulator did not start: {exc}")
-        pytest.skip(f"sushy-emulator did not start: {exc}")
-    yield em
-    em.stop()
-
-
-def test_state_in_the_sites_own_rgw(tmp_path: Path, ceph: CephCluster, bmcs: Emulator) -> None:
+def test_state_in_the_sites_own_rgw(tmp_path: Path, ceph: CephCluster, dev_bmcs: Emulator) -> None:
     user = ceph.create_user("fjord-engine")
     keys = {"FJORD_S3_ACCESS_KEY_ID": user.access_key, "FJORD_S3_SECRET_ACCESS_KEY": user.secret_key}
     project = make_project(tmp_path, "rgw", backend="")
-    site = slurm_site(bmcs.url)
+    site = slurm_site(dev_bmcs.url)
     site["object_store"] = {"endpoint": ceph.endpoint, "jurisdiction": "EEA", "max_attempts": 3}
     project.write_stack(site, configureHosts=False)
 
@@ -74,7 +41,7 @@ def test_state_in_the_sites_own_rgw(tmp_path: Path, ceph: CephCluster, bmcs: Emu
     up = project.report("up", PULUMI_BACKEND_URL="", **keys)
     assert up["ok"] is True
     assert up["by_type"][POOL] == {"create": 1}
-    wait_on(bmcs, NODES)
+    wait_on(dev_bmcs, NODES)
     assert changes(project.report("preview", PULUMI_BACKEND_URL="", **keys)) == []
 
     store = ObjectStore(ceph.endpoint, S3Credentials(user.access_key, user.secret_key))
