@@ -20,6 +20,8 @@ import pulumi
 import pytest
 
 from fjord.plan.mocks import PlanMocks, RecordingMonitor, Registration
+from tests.kube_env import KubeAPI, Kubelet, require_kube
+from tests.kube_env import kube_apiserver as start_kube_apiserver
 
 if TYPE_CHECKING:
     from .ceph_cluster import CephCluster
@@ -142,3 +144,23 @@ def ceph() -> Iterator[CephCluster]:
         cluster.stop()
     assert not cluster.dir.exists()
     assert all(p.poll() is not None for p in cluster.procs.values())
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
+    """A real etcd + kube-apiserver for the session (tests/kube_env.py): `.kubeconfig`, `.kubectl_path`, REST calls.
+    Skipped with the reason where .ci/setup-kube.sh has not built them; fails under FJORD_REQUIRE_INTEGRATION=1."""
+    bin_dir = require_kube()
+    with start_kube_apiserver(tmp_path_factory.mktemp("kube-apiserver"), bin_dir) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def kubelet(kube_apiserver: KubeAPI) -> Iterator[Kubelet]:
+    """Plays the kubelets of the nodes a test registers, through the API only (see tests/kube_env.Kubelet)."""
+    kubelet = Kubelet(kube_apiserver)
+    kubelet.start()
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
