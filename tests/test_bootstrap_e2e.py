@@ -30,6 +30,7 @@ from fjord.sizing.site import size_site
 from fjord.spec.load import default_site, load_site
 from tests import testbed as tb
 from tests.ceph_cluster import CephCluster, CephUnavailable, S3User, missing_binaries
+from tests.engine_env import PASSPHRASE, REPO, require_engine
 from tests.redfish_lab import PASSWORD, USERNAME, Emulator, fake_system
 from tests.test_hosts_testbed import TESTBED_VARS, air_gapped_site
 
@@ -51,6 +52,7 @@ GPU_CHECKS_OFF = {
 
 
 def _unavailable() -> None:
+    require_engine()  # the bare-metal phase runs through the Pulumi engine (skipped, or failed in CI, without)
     reason = tb.unavailable_reason()
     missing = missing_binaries()
     if reason is None and missing:
@@ -72,14 +74,26 @@ class Lab:
     nodes: list[str]
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "FJORD_S3_ACCESS_KEY_ID": self.user.access_key,
             "FJORD_S3_SECRET_ACCESS_KEY": self.user.secret_key,
             "FJORD_BMC_PASSWORD": PASSWORD,
             "AWS_ACCESS_KEY_ID": "",
             "AWS_SECRET_ACCESS_KEY": "",
+            # The engine: its own home in the test's folder, the passphrase of the stack's secrets; no backend
+            # given, so the state goes to the site's own state bucket on the RGW.
+            "PULUMI_HOME": str(self.folder / ".pulumi-home"),
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
         }
+        env.pop("PULUMI_BACKEND_URL", None)
+        env.pop("FJORD_STACKS_DIR", None)
+        return env
+
+    @property
+    def stacks(self) -> Path:
+        return self.folder / "stacks"
 
     def host_vars(self, **extra: dict[str, Any]) -> Path:
         hv = {h: v | TESTBED_VARS | extra.get(h, {}) for h, v in self.bed.host_vars().items()}
@@ -93,7 +107,7 @@ class Lab:
             "bootstrap",
             "lab",
             "--stacks-dir",
-            str(self.folder),
+            str(self.stacks),
             "--host-vars",
             str(host_vars or self.host_vars()),
             "--batch-size",
@@ -144,13 +158,38 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             }
             site["object_store"] = {"endpoint": ceph.endpoint, "jurisdiction": "EEA", "max_attempts": 3}
             site["clusters"][0]["acceptance"] = GPU_CHECKS_OFF
-            doc = {"config": {"fjord:site": site}}
-            (folder / "Pulumi.lab.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+            write_project(folder, site)
             store = ObjectStore(ceph.endpoint, S3Credentials(user.access_key, user.secret_key))
             yield Lab(folder, bed, emulator, user, store, "dev-artifacts", nodes)
     finally:
         emulator.stop()
         ceph.stop()
+
+
+def write_project(folder: Path, site: dict[str, Any], stack: str = "lab") -> None:
+    """A fjord project as an operator has it: Pulumi.yaml beside stacks/ holding the stack file and its
+    allocation record (written by `fjord alloc`, as `fjord site new` does)."""
+    (folder / "stacks").mkdir(parents=True, exist_ok=True)
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text(encoding="utf-8"))
+    project["runtime"]["options"]["virtualenv"] = sys.prefix
+    (folder / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False), encoding="utf-8")
+    doc = {"config": {"fjord:site": site}}
+    (folder / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    done = subprocess.run(
+        [str(FJORD), "alloc", stack, "--stacks-dir", str(folder / "stacks")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def engine_state(lab: Lab, state_bucket: str = "dev-state") -> dict[str, Any]:
+    """The stack's checkpoint as the engine stored it in the site's state bucket (read back with S3)."""
+    keys = [o.key for o in lab.store.list(state_bucket, prefix=".pulumi/stacks/") if o.key.endswith("/lab.json")]
+    assert len(keys) == 1, keys
+    doc: dict[str, Any] = json.loads(lab.store.get_bytes(state_bucket, keys[0]))
+    return doc
 
 
 def _secrets_absent(lab: Lab, *texts: str) -> None:
@@ -195,7 +234,32 @@ def test_bootstrap_killed_in_host_configuration_resumes_to_every_node_in_service
         assert system["PowerState"] == "On"
         assert system["Boot"]["BootSourceOverrideTarget"] == "Pxe"
         assert state["nodes"][n]["facts"]["bmc"]["system_id"] == n
+        assert state["nodes"][n]["facts"]["provision"]["power"] == "On"  # the NodePool's record of the node
     run_id = state["run_id"]
+    # ... through the Pulumi engine: the site's state bucket holds the stack with the unit's NodePool and its
+    # parents only (no host configuration, no Kubernetes objects: the up was targeted), the BMC password
+    # encrypted.
+    assert (
+        "through the Pulumi engine: a targeted up of 1 NodePool(s) (4 nodes recorded)"
+        in (state["phases"]["bare-metal"]["detail"])
+    )
+    checkpoint = engine_state(lab)
+    resources = checkpoint["checkpoint"]["latest"]["resources"]
+    types = sorted({r["type"] for r in resources})
+    assert types == sorted(
+        {
+            "pulumi:pulumi:Stack",
+            "pulumi:providers:pulumi-python",
+            "fjord:components:Site",
+            "fjord:components:GpuCluster",
+            "fjord:components:ScalableUnit",
+            "pulumi-python:dynamic/baremetal:NodePool",
+        }
+    ), types
+    pool = next(r for r in resources if r["type"] == "pulumi-python:dynamic/baremetal:NodePool")
+    assert sorted(pool["outputs"]["state"]) == sorted(lab.nodes)
+    assert pool["outputs"]["failed"] == {}
+    assert PASSWORD not in json.dumps(checkpoint)
 
     # 2. Without --resume a stopped run is not started over.
     again = lab.run()

@@ -21,9 +21,14 @@ from fjord.spec.errors import SiteError
 from fjord.spec.load import DEFAULT_STACK, default_site, missing_site_problem, parse_allow_remove, stacks_dir
 
 
-def main(stacks: Path | None = None) -> Site:
+def main(stacks: Path | None = None, bare_metal_only: bool = False, bmc_password: str | None = None) -> Site:
     """Build the stack's site. `stacks` is the folder of the stack files and their allocation records
-    (default: as `fjord` finds it, ./stacks under the Pulumi CLI)."""
+    (default: as `fjord` finds it, ./stacks under the Pulumi CLI).
+
+    `bare_metal_only` (`fjord bootstrap`'s bare-metal phase): register the components and the bare-metal
+    layer only, no Kubernetes platform and no host configuration; the engine runs it targeted at the
+    NodePools and their parents, so nothing else in the state is touched. `bmc_password` is used when the
+    stack has no `fjord:bmcPassword` (bootstrap takes it from $FJORD_BMC_PASSWORD); it is a secret either way."""
     config = pulumi.Config("fjord")
     stack = pulumi.get_stack()
     raw = config.get_object("site")
@@ -38,7 +43,7 @@ def main(stacks: Path | None = None) -> Site:
     # The BMC password is a Pulumi secret. Unset, the bare-metal resources still plan, and the provider's
     # check fails the preview with a line saying how to set it. Every credential is checked here, before the
     # first registration, so a stack holding one in plain text changes nothing.
-    password = credential("bmcPassword") or pulumi.Output.secret("")
+    password = credential("bmcPassword") or pulumi.Output.secret(bmc_password or "")
     for cluster in spec.clusters:
         credential(kubeconfig_key(cluster.name))
     # fjord:configureHosts false leaves the hosts alone (no HostConfig resources); fjord:hostVars says how to
@@ -51,9 +56,10 @@ def main(stacks: Path | None = None) -> Site:
             spec=spec,
             size=size,
             bmc_password=password,
-            configure_hosts=config.get_bool("configureHosts") is not False,
+            configure_hosts=config.get_bool("configureHosts") is not False and not bare_metal_only,
             host_vars=host_vars,
             host_tags=host_tags,
+            platforms=not bare_metal_only,
             allow_remove=parse_allow_remove(config.get("allowRemove")),
         ),
     )

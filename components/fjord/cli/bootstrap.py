@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from fjord.adapters.ansible import PlaybookResult
     from fjord.adapters.redfish import Credentials, Options, Outcome, RedfishNode
     from fjord.adapters.s3 import ObjectStore
-    from fjord.bootstrap.plan import BootstrapState, NodeState, NodeStatus, Phase, PhaseStatus
+    from fjord.bootstrap.plan import BootstrapState, NodeState, Phase, PhaseStatus
     from fjord.bootstrap.store import StateStore
     from fjord.sizing.site import SiteSize
     from fjord.spec.models import Site, StoreTarget
@@ -67,6 +67,15 @@ SLURM_RESUME = "slurm-resume.yml"
 
 class PhaseFailed(Exception):
     """A site-wide phase could not do its work; the run stops there."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The Pulumi engine as bootstrap drives it: the project folder (Pulumi.yaml) and the state backend (the
+    site's own state bucket unless --backend or $PULUMI_BACKEND_URL says otherwise)."""
+
+    project: Path | None
+    backend: str | None
 
 
 @dataclass
@@ -88,13 +97,17 @@ class Run:
     saving: bool = True
     clusters: dict[str, str] = field(default_factory=dict)
     """node -> cluster"""
+    engine: EngineSettings | None = None
+    """How the phases that create Pulumi-managed resources reach the engine; None: --no-engine."""
+    stacks_dir: Path | None = None
 
     def node(self, name: str) -> NodeState:
         return self.state.nodes[name]
 
-    def set_node(self, name: str, node: NodeState, force: bool = False) -> None:
+    def set_node(self, name: str, node: NodeState, force: bool = False, notify: bool = True) -> None:
         self.state = replace(self.state, nodes={**self.state.nodes, name: node})
-        self.on_node(name, node.status)
+        if notify:
+            self.on_node(name, node.status)
         self.save(force)
 
     def set_phase(self, name: str, status: PhaseStatus, detail: str = "", seconds: float | None = None) -> None:
@@ -157,10 +170,36 @@ def phase_state(run: Run) -> str:
         report = init_state(run.site, run.target, run.store)
     except S3Error as exc:
         raise PhaseFailed(str(exc)) from None
+    run.saving = True  # the artifacts bucket exists: from here on the state is written, whatever follows
     if not os.environ.get(PASSWORD_ENV):
         raise PhaseFailed(f"no BMC password: set ${PASSWORD_ENV} (the bare-metal phase needs it)")
     buckets = ", ".join(f"{b['bucket']} ({'created' if b['created'] else 'exists'})" for b in report["buckets"])
-    return f"buckets {buckets} at {run.target.endpoint}; BMC password and S3 keys present (not shown)"
+    engine = "not used (--no-engine)"
+    if run.engine is not None:
+        engine = f"Pulumi CLI in {_engine_ready()}, secrets passphrase set (not shown)"
+    return f"buckets {buckets} at {run.target.endpoint}; BMC password and S3 keys present (not shown); engine: {engine}"
+
+
+NO_ENGINE_HINT = (
+    "build the CLI with .ci/setup-pulumi.sh (docs/engine.md), or run `fjord bootstrap --no-engine` to converge"
+    " the BMCs with the bare-metal provider's node operation directly (docs/bootstrap.md)"
+)
+
+
+def _engine_ready() -> Path:
+    """The Pulumi CLI's folder, when the engine can run; else PhaseBlocked naming what is missing."""
+    from fjord.engine import EngineUnavailable, engine_bin
+
+    try:
+        folder = engine_bin()
+    except EngineUnavailable as exc:
+        raise PhaseBlocked(f"no Pulumi engine: {exc}; {NO_ENGINE_HINT}") from None
+    if not (os.environ.get("PULUMI_CONFIG_PASSPHRASE") or os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE")):
+        raise PhaseBlocked(
+            "no secrets passphrase for the Pulumi engine: set PULUMI_CONFIG_PASSPHRASE (or"
+            " PULUMI_CONFIG_PASSPHRASE_FILE); the stack's state keeps the BMC password encrypted with it"
+        )
+    return folder
 
 
 def _bmc_access(site: Site) -> tuple[Credentials, Options]:
@@ -179,15 +218,18 @@ def _bmc_access(site: Site) -> tuple[Credentials, Options]:
 
 
 def phase_bare_metal(run: Run, nodes: list[str]) -> str:
-    """Per node: inspect the BMC (inventory, health, firmware and BIOS), then converge it to the spec's boot
-    (PXE, or the OS image as virtual media) and power it on, with the bare-metal provider's own node operation."""
+    """Per node: inspect the BMC (inventory, health, firmware and BIOS; read only), then provision it: its
+    scalable unit's NodePool through the Pulumi engine (a targeted `up`), which converges each node to the
+    spec's boot (PXE, or the OS image as virtual media) and powers it on; with --no-engine, the same node
+    operation called directly."""
     if not nodes:
         return "every node is provisioned already"
     from fjord.adapters.redfish import RedfishError, Target, run_bulk
     from fjord.bootstrap.plan import advance, fail
-    from fjord.providers.baremetal import Desired, converge
     from fjord.sizing.bmc import bmc_endpoints
 
+    if run.engine is not None:
+        _engine_ready()  # blocked, before any BMC is touched, when the engine cannot run
     creds, options = _bmc_access(run.site)
     wanted = set(nodes)
     targets = {
@@ -211,6 +253,54 @@ def phase_bare_metal(run: Run, nodes: list[str]) -> str:
             else (f"{len(pending)} attribute(s) to set" if pending else "as the spec says"),
         }
 
+    inspect_failed: dict[str, str] = {}
+    ready = [n for n in nodes if run.node(n).last_good == "registered"]
+    if ready:
+
+        def inspected(o: Outcome[dict[str, Any]]) -> None:
+            node = run.node(o.node)
+            if o.ok:
+                run.set_node(o.node, advance(node, "inspected", "bare-metal", **(o.value or {})))
+            else:
+                why = f"inspect: {o.error} (after {o.attempts} tries)"
+                inspect_failed[o.node] = why
+                run.set_node(o.node, fail(node, "bare-metal", why))
+
+        run_bulk([targets[n] for n in ready], creds, options, inspect, on_done=inspected)
+    to_provision = [n for n in nodes if run.node(n).last_good == "inspected"]
+    if run.engine is None:
+        failed, how = (
+            _provision_directly(run, to_provision, targets, creds, options),
+            (
+                "converged through the bare-metal provider's node operation directly (--no-engine): the Pulumi state"
+                " does not have the nodes until a `fjord up`"
+            ),
+        )
+    else:
+        failed, how = _provision_with_engine(run, to_provision, inspect_failed)
+    failed += len(inspect_failed)
+    run.save(force=True)
+    versions = sorted({str(run.node(n).facts.get("firmware", {}).get("bios_version")) for n in targets})
+    detail = (
+        f"{len(targets) - failed} of {len(targets)} nodes provisioned ({bmc.boot}); BIOS versions"
+        f" {', '.join(versions)}; {how}"
+    )
+    if failed:
+        raise NodesFailed(detail)
+    return detail
+
+
+def _provision_directly(
+    run: Run, nodes: list[str], targets: Mapping[str, Any], creds: Credentials, options: Options
+) -> int:
+    """--no-engine: the bare-metal provider's node operation on each node, as before the engine existed."""
+    from fjord.adapters.redfish import run_bulk
+    from fjord.bootstrap.plan import advance, fail
+    from fjord.providers.baremetal import Desired, converge
+
+    if not nodes:
+        return 0
+    bmc = run.site.bmc
     want = Desired(
         power="on", boot=bmc.boot, image_url=bmc.image_url, bios=bmc.bios, power_timeout_s=bmc.power_timeout_s
     )
@@ -220,37 +310,129 @@ def phase_bare_metal(run: Run, nodes: list[str]) -> str:
         # it is restarted into the install (converge never does that to a node it already took on).
         return {"provision": converge(node, want, first=True)}
 
+    def done(o: Outcome[dict[str, Any]]) -> None:
+        node = run.node(o.node)
+        if o.ok:
+            run.set_node(o.node, advance(node, "provisioned", "bare-metal", **(o.value or {})))
+        else:
+            run.set_node(o.node, fail(node, "bare-metal", f"provision: {o.error} (after {o.attempts} tries)"))
+
+    outcomes = run_bulk([targets[n] for n in nodes], creds, options, provision, on_done=done)
+    return sum(not o.ok for o in outcomes.values())
+
+
+def _provision_with_engine(run: Run, nodes: list[str], inspect_failed: Mapping[str, str]) -> tuple[int, str]:
+    """A targeted `up` of the NodePools of the units with nodes to provision (fjord.bootstrap.baremetal), on the
+    site's state backend; each node's state from its NodePool's record. Per-node progress comes from the
+    provider while the engine runs ($FJORD_NODE_PROGRESS); a unit with a node that failed inspection is held
+    back (its nodes fail with that reason and are taken again by --resume). Returns (failed nodes, how)."""
+    import threading
+
+    from fjord.bootstrap import baremetal as bm
+    from fjord.bootstrap.plan import advance, fail
+    from fjord.cli.engine import _project, _site_backend
+    from fjord.engine import EngineSetupError, EngineUnavailable
+    from fjord.engine import run as engine_run
+    from fjord.program import main as program
+    from fjord.providers.baremetal import PROGRESS_ENV
+    from fjord.spec.load import stacks_dir
+
+    assert run.engine is not None
+    if not nodes:
+        return 0, "no node to provision through the engine"
+    pools = bm.unit_pools(run.stack, run.site.name, run.size)
+    selection = bm.select(pools, set(nodes), inspect_failed)
     failed = 0
-    steps: tuple[tuple[str, NodeStatus, NodeStatus, Callable[[RedfishNode], dict[str, Any]]], ...] = (
-        ("inspect", "registered", "inspected", inspect),
-        ("provision", "inspected", "provisioned", provision),
-    )
-    for step, entry, to, op in steps:
-        ready = [n for n in nodes if run.node(n).last_good == entry]
-        if not ready:
-            continue
+    for p in pools:
+        if p.unit in selection.held:
+            for n in p.nodes:
+                if n in nodes:
+                    failed += 1
+                    run.set_node(
+                        n, fail(run.node(n), "bare-metal", f"provision: unit {p.unit} {selection.held[p.unit]}")
+                    )
+    if not selection.pools:
+        return failed, "no unit could be provisioned through the Pulumi engine"
+    folder = stacks_dir(run.stacks_dir).resolve()
+    backend, extra = (run.engine.backend, {}) if run.engine.backend else _site_backend(run.stack, run.stacks_dir)
+    project = _project(run.engine.project, run.stacks_dir)
+    password = os.environ.get(PASSWORD_ENV, "")
+    shown: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="fjord-bootstrap-engine-") as tmp:
+        progress_file = Path(tmp) / "nodes.jsonl"
 
-        def done(o: Outcome[dict[str, Any]], step: str = step, to: NodeStatus = to) -> None:
-            node = run.node(o.node)
-            if o.ok:
-                run.set_node(o.node, advance(node, to, "bare-metal", **(o.value or {})))
+        def follow() -> None:
+            offset = 0
+            while True:
+                finished = stop.is_set()
+                if progress_file.is_file():
+                    with progress_file.open("rb") as fh:
+                        fh.seek(offset)
+                        data = fh.read()
+                    complete = data[: data.rfind(b"\n") + 1]
+                    offset += len(complete)
+                    for line in complete.decode().splitlines():
+                        try:
+                            node = str(json.loads(line)["node"])
+                        except (ValueError, KeyError, TypeError):
+                            continue
+                        with lock:
+                            if node not in shown:
+                                shown.add(node)
+                                run.on_node(node, "provisioning")
+                if finished:
+                    return
+                stop.wait(0.5)
+
+        def bare_metal_program() -> None:
+            program(folder, bare_metal_only=True, bmc_password=password)
+
+        watcher = threading.Thread(target=follow, name="fjord-node-progress", daemon=True)
+        watcher.start()
+        try:
+            result = engine_run(
+                "up",
+                run.stack,
+                project,
+                backend,
+                {**extra, PROGRESS_ENV: str(progress_file)},
+                stacks=folder,
+                targets=bm.targets(selection.pools),
+                program=bare_metal_program,
+            )
+        except (EngineSetupError, EngineUnavailable) as exc:
+            raise PhaseFailed(f"the Pulumi engine could not start: {exc}") from None
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
+    recorded = 0
+    for p in selection.pools:
+        step = result.steps.get(p.urn)
+        for n, r in bm.node_results(p, step.outputs if step else None).items():
+            if n not in nodes:
+                continue  # provisioned before: its state stays
+            node = run.node(n)
+            if r.ok:
+                recorded += 1
+                new = advance(node, "provisioned", "bare-metal", provision=r.record, engine=p.urn)
             else:
-                run.set_node(o.node, fail(node, "bare-metal", f"{step}: {o.error} (after {o.attempts} tries)"))
-
-        outcomes = run_bulk([targets[n] for n in ready], creds, options, op, on_done=done)
-        failed += sum(not o.ok for o in outcomes.values())
-        nodes = [n for n in nodes if outcomes.get(n) is None or outcomes[n].ok]
-    run.save(force=True)
-    versions = sorted({str(run.node(n).facts.get("firmware", {}).get("bios_version")) for n in targets})
-    detail = (
-        f"{len(targets) - failed} of {len(targets)} nodes provisioned ({bmc.boot});"
-        f" BIOS versions {', '.join(versions)};"
-        " converged through the bare-metal provider's node operation directly: the Pulumi engine (issue 27) is"
-        " not driven by bootstrap yet"
+                failed += 1
+                why = r.error if step and step.outputs else "; ".join(result.errors[:3]) or r.error
+                new = fail(node, "bare-metal", f"provision (engine): {why}"[:600])
+            run.set_node(n, new, notify=n not in shown)
+    scheme = backend.split(":", 1)[0]
+    how = (
+        f"through the Pulumi engine: a targeted up of {len(selection.pools)} NodePool(s) ({recorded} nodes"
+        f" recorded) on the {scheme} state backend in {result.seconds:.1f} s"
     )
-    if failed:
-        raise NodesFailed(detail)
-    return detail
+    if not result.ok:
+        errors = "; ".join(result.errors) or "no error given"
+        if not failed:
+            raise PhaseFailed(f"{how}; the engine failed: {errors}")
+        how += f"; the engine reported: {errors}"[:1200]
+    return failed, how
 
 
 class NodesFailed(Exception):
@@ -539,6 +721,26 @@ def bootstrap(
     playbooks_dir: Annotated[
         Path | None, typer.Option("--playbooks-dir", help="Folder of playbooks (default: the project's playbooks/).")
     ] = None,
+    no_engine: Annotated[
+        bool,
+        typer.Option(
+            "--no-engine",
+            help="Provision the BMCs with the bare-metal provider's node operation directly, not through the Pulumi"
+            " engine (where the engine cannot be built); the Pulumi state then lacks the nodes until `fjord up`.",
+        ),
+    ] = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            envvar="PULUMI_BACKEND_URL",
+            help="The engine's state backend (default: $PULUMI_BACKEND_URL, else the site's own state bucket).",
+        ),
+    ] = None,
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", help="The folder holding Pulumi.yaml (default: the stacks folder's parent)."),
+    ] = None,
     stacks_dir_: StacksDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -585,6 +787,8 @@ def bootstrap(
         batch_size,
         playbooks_dir,
         clusters={h.name: h.cluster for h in hosts},
+        engine=None if no_engine else EngineSettings(project.resolve() if project else None, backend or None),
+        stacks_dir=stacks_dir_,
         # Until the state phase has made the artifacts bucket, there is nowhere to write the state.
         saving=previous is not None or "state" not in state.selected,
     )
@@ -618,8 +822,6 @@ def bootstrap(
             status: PhaseStatus = "done"
             try:
                 detail = _run_phase(run, phase, nodes)
-                if phase.name == "state":
-                    run.saving = True
             except NodesFailed as exc:
                 status, detail = "failed", str(exc)
             except PhaseBlocked as exc:

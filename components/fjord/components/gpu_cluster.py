@@ -46,6 +46,16 @@ class ScalableUnitArgs:
     """The bare-metal layer: when set, a `NodePool` child keeps the unit's nodes through their BMCs."""
 
 
+def cluster_resource_name(site: str, cluster: str) -> str:
+    """A GpuCluster's resource name (the Site names its clusters so)."""
+    return f"{site}-{cluster}"
+
+
+def unit_resource_name(cluster_resource: str, index: int) -> str:
+    """A ScalableUnit's resource name under its GpuCluster's (its NodePool is `<this>-baremetal`)."""
+    return f"{cluster_resource}-su{index:03d}"
+
+
 class ScalableUnit(pulumi.ComponentResource):
     """A scalable unit: its nodes are managed in bulk.
 
@@ -155,7 +165,7 @@ class GpuCluster(pulumi.ComponentResource):
             # A unit's nodes are derived once here for both layers that need them, not once per layer.
             nodes = u.nodes()
             unit_args = ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal, nodes=nodes)
-            self.units.append(ScalableUnit(f"{name}-su{u.index:03d}", unit_args, child))
+            self.units.append(ScalableUnit(unit_resource_name(name, u.index), unit_args, child))
             if args.hosts is not None:
                 # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook,
                 # after its bare-metal layer has staged any BIOS change the drained rollout then reboots into.

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 
 from fjord.components._outputs import plain
-from fjord.components.gpu_cluster import BareMetalArgs, GpuCluster, GpuClusterArgs, HostsArgs
+from fjord.components.gpu_cluster import BareMetalArgs, GpuCluster, GpuClusterArgs, HostsArgs, cluster_resource_name
 from fjord.components.network import Network, NetworkArgs
 from fjord.components.storage import Storage, StorageArgs
 from fjord.platform import build_platform
@@ -34,6 +34,9 @@ class SiteArgs:
     """The role tags of site.yml the HostConfig resources run (fjord:hostTags); empty: every role."""
     allow_remove: tuple[str, ...] = ()
     """Clusters the stack's `fjord:allowRemove` lists: not protected, so that removing them can go ahead."""
+    platforms: bool = True
+    """Register the Kubernetes platforms (False: `fjord bootstrap`'s bare-metal phase, which targets the
+    bare-metal layer only; the platforms are still built, so a site that cannot have one is still rejected)."""
 
 
 class Site(pulumi.ComponentResource):
@@ -63,10 +66,10 @@ class Site(pulumi.ComponentResource):
         )
         self.clusters = {
             c.name: GpuCluster(
-                f"{name}-{c.name}",
+                cluster_resource_name(name, c.name),
                 GpuClusterArgs(
                     c,
-                    platform=platforms.get(c.name),
+                    platform=platforms.get(c.name) if args.platforms else None,
                     bare_metal=bare_metal,
                     hosts=hosts,
                     protect=c.name not in args.allow_remove,

@@ -37,6 +37,8 @@ PROJECT = "fjord"
 PROVIDER_TYPES = "pulumi:providers:"
 PROVIDER_SHIM = "pulumi-resource-pulumi-python"
 # Operations that count as a change in the summary (refresh reports drift as 'update' or 'delete').
+KEPT_OUTPUTS = ("state", "failed", "converged", "failed_hosts", "unreachable_hosts", "drifted_hosts")
+"""The outputs a step keeps (`ResourceStep.outputs`): what a resource recorded per node or host."""
 CHANGE_OPS = ("create", "update", "replace", "delete", "create-replacement", "delete-replaced", "import")
 
 
@@ -98,6 +100,9 @@ class ResourceStep:
     """The properties that force a replacement."""
     done: bool = False
     failed: bool = False
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The resource's per-node record outputs after the step (KEPT_OUTPUTS: NodePool's `state`, `failed`,
+    `converged`; HostConfig's failed/unreachable/drifted hosts), as the engine reported them."""
 
     @property
     def name(self) -> str:
@@ -189,11 +194,13 @@ def open_stack(
     env: Mapping[str, str] | None = None,
     create: bool = True,
     stacks: Path | None = None,
+    program: Callable[[], None] | None = None,
 ) -> Stack:
-    """The stack in a LocalWorkspace on `project_dir`, created (passphrase secrets) when `create` and absent."""
+    """The stack in a LocalWorkspace on `project_dir`, created (passphrase secrets) when `create` and absent.
+    `program`: the inline program (default: fjord's whole program on the stacks folder)."""
     from pulumi import automation as auto
 
-    from fjord.program import main as program
+    from fjord.program import main
 
     if not (project_dir / "Pulumi.yaml").is_file():
         raise EngineSetupError(
@@ -214,11 +221,12 @@ def open_stack(
     )
 
     def run_program() -> None:
-        program(stacks)  # the stack files and allocation records: the same folder fjord read
+        main(stacks)  # the stack files and allocation records: the same folder fjord read
 
+    inline = program or run_program
     if create:
-        return auto.create_or_select_stack(stack, project_name=PROJECT, program=run_program, opts=opts)
-    return auto.select_stack(stack, project_name=PROJECT, program=run_program, opts=opts)
+        return auto.create_or_select_stack(stack, project_name=PROJECT, program=inline, opts=opts)
+    return auto.select_stack(stack, project_name=PROJECT, program=inline, opts=opts)
 
 
 def _changed(old: StepEventStateMetadata | None, new: StepEventStateMetadata | None, what: str) -> list[str]:
@@ -273,7 +281,9 @@ class _Collector:
                 )
             step.done = True
             if m.new is not None:
-                r.left_behind += left_behind(step.name, m.new.outputs or {})
+                outs = m.new.outputs or {}
+                r.left_behind += left_behind(step.name, outs)
+                step.outputs = {k: outs[k] for k in KEPT_OUTPUTS if k in outs}
             self._notify(step)
         elif event.res_op_failed_event is not None:
             m = event.res_op_failed_event.metadata
@@ -305,18 +315,26 @@ def run(
     parallel: int | None = None,
     clear_pending_creates: bool = False,
     stacks: Path | None = None,
+    targets: list[str] | None = None,
+    program: Callable[[], None] | None = None,
 ) -> EngineRun:
-    """Run one operation on `stack` and report what happened; never raises for a failed run (see `ok`)."""
+    """Run one operation on `stack` and report what happened; never raises for a failed run (see `ok`).
+    `targets`: URNs the operation is limited to (Pulumi's --target; every other resource in the state is left
+    as it is); `program`: the inline program (default: fjord's whole program)."""
     from pulumi.automation import errors as auto_errors
 
     result = EngineRun(stack, operation)
     collect = _Collector(result, on_step)
     start = time.monotonic()
     try:
-        st = open_stack(stack, project_dir, backend, env, create=operation in ("preview", "up"), stacks=stacks)
+        st = open_stack(
+            stack, project_dir, backend, env, create=operation in ("preview", "up"), stacks=stacks, program=program
+        )
         common: dict[str, Any] = {"on_event": collect, "color": "never", "on_output": lambda _line: None}
         if parallel is not None:
             common["parallel"] = parallel
+        if targets is not None:
+            common["target"] = targets
         if operation == "preview":
             st.preview(**common)
         elif operation == "up":

@@ -253,6 +253,31 @@ def converge(node: RedfishNode, want: Desired, first: bool = False) -> dict[str,
 
 
 Progress = Callable[["Outcome[Any]"], None]
+PROGRESS_ENV = "FJORD_NODE_PROGRESS"
+"""A file the provider appends one JSON line to per node it finishes (`unit`, `node`, `ok`): how `fjord
+bootstrap` shows per-node progress while the engine runs the NodePools (the provider runs in the engine's
+provider process, so a callback cannot reach the fjord process). Unset: nothing is written."""
+
+
+def progress_sink(unit: str) -> Progress | None:
+    """The on_done callback writing to $FJORD_NODE_PROGRESS, or None when it is unset. One line per node,
+    written with one append (O_APPEND), so lines from the units converging at once do not interleave."""
+    import json
+    import os
+
+    path = os.environ.get(PROGRESS_ENV)
+    if not path:
+        return None
+
+    def sink(outcome: Outcome[Any]) -> None:
+        line = json.dumps({"unit": unit, "node": outcome.node, "ok": outcome.error is None}) + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    return sink
 
 
 class BareMetalProvider(dyn.ResourceProvider):
@@ -265,7 +290,7 @@ class BareMetalProvider(dyn.ResourceProvider):
         return dyn.CheckResult(news, [dyn.CheckFailure(k, m) for k, m in check_inputs(news)])
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        outs = self.apply(props, {}, list(props["nodes"]))
+        outs = self.apply(props, {}, list(props["nodes"]), progress_sink(str(props["unit"])))
         return dyn.CreateResult(id_=str(props["unit"]), outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
@@ -283,7 +308,7 @@ class BareMetalProvider(dyn.ResourceProvider):
         if removed and news["on_delete"] == "power-off":
             self.power_off({**olds, "nodes": {n: olds["nodes"][n] for n in removed}})
         todo = [n for n in news["nodes"] if n in changes]
-        return dyn.UpdateResult(outs=self.apply(news, olds, todo))
+        return dyn.UpdateResult(outs=self.apply(news, olds, todo, progress_sink(str(news["unit"]))))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
         """Refresh: what each node's BMC has now (power, boot override) replaces the power and boot of the
