@@ -316,6 +316,14 @@ def test_bootstrap_killed_in_host_configuration_resumes_to_every_node_in_service
         assert decisions["bf16_gemm"]["status"] == "skipped"
         checks = {c["check"]: c for c in evidence["report"]["checks"]}
         assert checks["gpu_count"]["actual"] == "no NVIDIA GPU here: nvidia-smi is not installed"
+        # The pair NCCL test ran through the acceptance play (pairs among the nodes checked together): on these
+        # GPU-less hosts its leader says why it could not run; the node checked alone (step 4) had no partner.
+        pair = checks["nccl_pair"]
+        assert (pair["status"], pair["required"]) == ("skipped", False)
+        if n == bad:
+            assert pair["actual"].startswith("no other node under acceptance in its cluster"), pair
+        else:
+            assert "no NVIDIA GPU here: nvidia-smi is not installed" in pair["actual"], pair
         assert evidence["tools"]["os"] == "debian-12"
         assert evidence["catalog"]["sku"] == "H100-SXM"
         host = next(h for h in lab.bed.hosts if h.name == n)

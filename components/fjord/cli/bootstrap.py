@@ -516,6 +516,7 @@ def phase_acceptance(run: Run, nodes: list[str]) -> str:
     """The gate: the required checks on every configured node, each verdict (fjord.bootstrap.gate) with the node's
     evidence stored in S3; accepted nodes then enter service (enter-service.yml); nothing else does."""
     from fjord.bootstrap.gate import evaluate
+    from fjord.bootstrap.nccl import merge as nccl_merge
     from fjord.bootstrap.plan import advance, fail
     from fjord.bootstrap.store import evidence_key, index_key
 
@@ -527,12 +528,26 @@ def phase_acceptance(run: Run, nodes: list[str]) -> str:
     rejected = 0
     if checking:
         with tempfile.TemporaryDirectory(prefix="fjord-acceptance-") as tmp:
-            result = run.playbook(ACCEPTANCE_PLAYBOOK, checking, {"gpu_validate_report_dir": tmp})
+            pairs = _nccl_pairs(run, checking)
+            (Path(tmp) / "pairs").mkdir()
+            result = run.playbook(
+                ACCEPTANCE_PLAYBOOK,
+                checking,
+                {
+                    "gpu_validate_report_dir": tmp,
+                    "gpu_validate_nccl_pairs": [
+                        {"leader": a, "partner": b, "gpus": run.site.cluster(run.clusters[a]).gpu.gpus_per_node}
+                        for a, b in pairs
+                    ],
+                },
+            )
+            pair_checks = _nccl_pair_checks(run, checking, pairs, Path(tmp) / "pairs")
             for host in checking:
                 cluster = run.site.cluster(run.clusters[host])
                 required = cluster.acceptance.required()
                 path = Path(tmp) / f"{host}.json"
                 report: Any = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+                report = nccl_merge(report, pair_checks[host])
                 verdict = evaluate(host, report, required)
                 why = _host_failure(result, host)
                 accepted = verdict.accepted and why is None
@@ -554,6 +569,8 @@ def phase_acceptance(run: Run, nodes: list[str]) -> str:
                             "bf16_dense_tflops": sku.bf16_dense_tflops,
                             "hbm_tbps": sku.hbm_tbps,
                             "nvlink_gbps": sku.nvlink_gbps,
+                            "compute_rails": sku.compute_rails,
+                            "fabric_port_gbps": run.site.fabric(cluster.compute_fabric).switch_model.port_gbps,
                             "source": sku.source,
                         },
                         "tools": (report or {}).get("tools") if isinstance(report, dict) else None,
@@ -601,6 +618,44 @@ def phase_acceptance(run: Run, nodes: list[str]) -> str:
     if rejected or not_in:
         raise NodesFailed(detail)
     return detail
+
+
+NCCL_PAIR_DEFAULT_FRACTION = 0.7
+"""The share of the inter-node figure a pair is held to where the spec does not require the check (recorded only)."""
+
+
+def _nccl_pairs(run: Run, nodes: list[str]) -> list[tuple[str, str]]:
+    """The node pairs for the NCCL all-reduce between nodes, among the nodes under acceptance (fjord.bootstrap.nccl)."""
+    from fjord.bootstrap.nccl import Candidate, pair_nodes
+
+    where = {h.name: h for h in run.size.hosts()}
+    return pair_nodes(Candidate(n, run.clusters[n], where[n].scalable_unit, where[n].rack) for n in nodes)
+
+
+def _nccl_pair_checks(
+    run: Run, nodes: list[str], pairs: list[tuple[str, str]], folder: Path
+) -> dict[str, dict[str, Any]]:
+    """Each node's nccl_pair check from its pairs' results fetched to `folder` (<leader>--<partner>.json), against
+    the catalog's inter-node figure (compute rails x the fabric's port speed)."""
+    from fjord.bootstrap.nccl import expected_text, inter_node_gbps, node_checks, pair_result
+
+    checks: dict[str, dict[str, Any]] = {}
+    by_cluster: dict[str, list[str]] = {}
+    for n in nodes:
+        by_cluster.setdefault(run.clusters[n], []).append(n)
+    for name, members in by_cluster.items():
+        cluster = run.site.cluster(name)
+        sku = cluster.gpu
+        peak = inter_node_gbps(sku.compute_rails, run.site.fabric(cluster.compute_fabric).switch_model.port_gbps)
+        fraction = cluster.acceptance.nccl_pair_min_fraction or NCCL_PAIR_DEFAULT_FRACTION
+        mine = [p for p in pairs if p[0] in members]
+        results = {}
+        for p in mine:
+            path = folder / f"{p[0]}--{p[1]}.json"
+            outcome = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            results[p] = pair_result(p, outcome, sku.gpus_per_node, peak, fraction)
+        checks |= node_checks(members, mine, results, expected_text(peak, fraction))
+    return checks
 
 
 def _slurm_resume(run: Run, nodes: list[str]) -> dict[str, str | None]:
