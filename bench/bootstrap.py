@@ -22,18 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import testbed as tb  # noqa: E402
 from tests.ceph_cluster import CephCluster, missing_binaries  # noqa: E402
 from tests.redfish_lab import PASSWORD, USERNAME, Emulator, fake_system  # noqa: E402
-from tests.test_bootstrap_e2e import GPU_CHECKS_OFF  # noqa: E402
+from tests.test_bootstrap_e2e import GPU_CHECKS_OFF, PASSPHRASE, write_project  # noqa: E402
 from tests.test_hosts_testbed import TESTBED_VARS, air_gapped_site  # noqa: E402
 
 from fjord.bootstrap.plan import PHASE_NAMES  # noqa: E402
+from fjord.engine import EngineUnavailable, engine_bin  # noqa: E402
 from fjord.sizing.site import size_site  # noqa: E402
 from fjord.spec.load import default_site, load_site  # noqa: E402
 
@@ -46,7 +45,7 @@ def _bootstrap(folder: Path, env: dict[str, str], host_vars: Path, batch: int) -
         "bootstrap",
         "lab",
         "--stacks-dir",
-        str(folder),
+        str(folder / "stacks"),
         "--host-vars",
         str(host_vars),
         "--batch-size",
@@ -70,6 +69,10 @@ def main() -> int:
     reason = tb.unavailable_reason() or (
         f"Ceph is not installed ({', '.join(missing_binaries())})" if missing_binaries() else None
     )
+    try:
+        engine_bin()
+    except EngineUnavailable as exc:
+        reason = reason or str(exc)
     if reason:
         print(f"bootstrap: cannot run here: {reason}", file=sys.stderr)
         return 1
@@ -84,7 +87,7 @@ def main() -> int:
                 site["bmc"] = {"scheme": "http", "endpoint": emulator.url, "username": USERNAME, "power_timeout_s": 60}
                 site["object_store"] = {"endpoint": ceph.endpoint, "jurisdiction": "EEA"}
                 site["clusters"][0]["acceptance"] = GPU_CHECKS_OFF
-                (folder / "Pulumi.lab.yaml").write_text(yaml.safe_dump({"config": {"fjord:site": site}}))
+                write_project(folder, site)  # Pulumi.yaml, stacks/Pulumi.lab.yaml and its allocation record
                 hv = folder / "host-vars.json"
                 hv.write_text(json.dumps({h: v | TESTBED_VARS for h, v in bed.host_vars().items()}))
                 env = {
@@ -92,7 +95,12 @@ def main() -> int:
                     "FJORD_S3_ACCESS_KEY_ID": user.access_key,
                     "FJORD_S3_SECRET_ACCESS_KEY": user.secret_key,
                     "FJORD_BMC_PASSWORD": PASSWORD,
+                    # the bare-metal phase's engine: its home here, the stack's secrets passphrase
+                    "PULUMI_HOME": str(folder / ".pulumi-home"),
+                    "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+                    "PULUMI_SKIP_UPDATE_CHECK": "true",
                 }
+                env.pop("PULUMI_BACKEND_URL", None)
                 first_wall, first = _bootstrap(folder, env, hv, args.batch_size)
                 rerun_wall, rerun = _bootstrap(folder, env, hv, args.batch_size)
         finally:

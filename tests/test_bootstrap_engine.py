@@ -113,6 +113,11 @@ def test_a_unit_with_a_node_that_failed_inspection_is_held_back() -> None:
     assert sel.held == {"c-su001": "held back: b0 failed inspection (inspect: health Critical)"}
     assert bm.targets(sel.pools) == ["urn:site", "urn:c", "urn:su0", "urn:a"]
     assert bm.select(pools, ready=set(), failed={}).pools == ()
+    # A unit with a node provisioned without the engine (--no-engine) would be created, taking every node on
+    # again (a restart into the install): held back, saying what to do.
+    sel = bm.select(pools, ready={"a0", "b1"}, failed={}, direct={"a1"})
+    assert [p.unit for p in sel.pools] == ["c-su001"]
+    assert sel.held["c-su000"].startswith("held back: a1 provisioned without the engine (--no-engine)")
 
 
 def test_node_states_come_from_the_node_pools_records() -> None:

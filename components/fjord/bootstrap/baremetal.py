@@ -79,17 +79,32 @@ class Selection:
     whole, so a unit with a node that did not pass inspection is not taken on until a resume."""
 
 
-def select(pools: Iterable[UnitPool], ready: set[str], failed: Mapping[str, str]) -> Selection:
+def select(
+    pools: Iterable[UnitPool], ready: set[str], failed: Mapping[str, str], direct: Iterable[str] = ()
+) -> Selection:
     """The units with a node to provision (`ready`: inspected, not yet provisioned) and no node that failed
-    inspection (`failed`: node -> reason); the units with such a node are held back with the reason."""
+    inspection (`failed`: node -> reason); the units with such a node are held back with the reason.
+
+    `direct`: nodes provisioned without the engine (`--no-engine`), which the engine's state does not have. A
+    unit with one is held back too: its NodePool would be created, and a create takes every node of the unit
+    on for the first time (boot override, restart into the install), nodes in service included. `fjord up`
+    takes such a unit into the state first (its nodes already match, so none is restarted)."""
     chosen: list[UnitPool] = []
     held: dict[str, str] = {}
+    outside = set(direct)
     for p in pools:
         if not ready.intersection(p.nodes):
             continue
         bad = [n for n in p.nodes if n in failed]
         if bad:
             held[p.unit] = f"held back: {', '.join(bad)} failed inspection ({failed[bad[0]]})"
+            continue
+        taken = [n for n in p.nodes if n in outside]
+        if taken:
+            held[p.unit] = (
+                f"held back: {', '.join(taken)} provisioned without the engine (--no-engine) and not in the Pulumi"
+                " state; run `fjord up` first (it takes the unit on without restarting its nodes), or --no-engine"
+            )
             continue
         chosen.append(p)
     return Selection(tuple(chosen), held)

@@ -341,7 +341,10 @@ def _provision_with_engine(run: Run, nodes: list[str], inspect_failed: Mapping[s
     if not nodes:
         return 0, "no node to provision through the engine"
     pools = bm.unit_pools(run.stack, run.site.name, run.size)
-    selection = bm.select(pools, set(nodes), inspect_failed)
+    from fjord.bootstrap.plan import RANK
+
+    direct = [n for n, v in run.state.nodes.items() if v.rank >= RANK["provisioned"] and "engine" not in v.facts]
+    selection = bm.select(pools, set(nodes), inspect_failed, direct)
     failed = 0
     for p in pools:
         if p.unit in selection.held:
