@@ -329,7 +329,7 @@ def _provision_with_engine(run: Run, nodes: list[str], inspect_failed: Mapping[s
     import threading
 
     from fjord.bootstrap import baremetal as bm
-    from fjord.bootstrap.plan import advance, fail
+    from fjord.bootstrap.plan import RANK, advance, fail
     from fjord.cli.engine import _project, _site_backend
     from fjord.engine import EngineSetupError, EngineUnavailable
     from fjord.engine import run as engine_run
@@ -341,8 +341,6 @@ def _provision_with_engine(run: Run, nodes: list[str], inspect_failed: Mapping[s
     if not nodes:
         return 0, "no node to provision through the engine"
     pools = bm.unit_pools(run.stack, run.site.name, run.size)
-    from fjord.bootstrap.plan import RANK
-
     direct = [n for n, v in run.state.nodes.items() if v.rank >= RANK["provisioned"] and "engine" not in v.facts]
     selection = bm.select(pools, set(nodes), inspect_failed, direct)
     failed = 0
