@@ -5,6 +5,7 @@ decision from it. The test itself needs two GPU nodes with nccl-tests and MPI: o
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -177,3 +178,43 @@ def test_all_reduce_perf_output_of_this_machine_parses() -> None:
     assert all(r.wrong == 0 for r in run.rows)
     assert run.avg_busbw is not None
     assert run.avg_busbw > 0
+
+
+def test_bootstrap_pairs_the_dev_sites_nodes_and_reads_the_fetched_results(tmp_path: Path) -> None:
+    """The acceptance phase's side: the dev site's four nodes paired, each pair's result read from the file the
+    pair play fetches (<leader>--<partner>.json), and held to the site's own inter-node figure (the SKU's
+    compute rails times its compute fabric's port speed)."""
+    from types import SimpleNamespace
+
+    from fjord.cli.bootstrap import _nccl_pair_checks, _nccl_pairs
+    from fjord.sizing.site import size_site
+    from fjord.spec.load import default_site, load_site
+
+    site = load_site(default_site())
+    size = size_site(site)
+    hosts = size.hosts()
+    run = SimpleNamespace(site=site, size=size, clusters={h.name: h.cluster for h in hosts})
+    nodes = [h.name for h in hosts]
+    pairs = _nccl_pairs(run, nodes)  # type: ignore[arg-type]
+    assert len(pairs) == 2
+    assert sorted(n for p in pairs for n in p) == sorted(nodes)
+    (first, second) = pairs
+    out = TWO_NODES.replace(A, first[0]).replace(B, first[1])
+    (tmp_path / f"{first[0]}--{first[1]}.json").write_text(
+        json.dumps({"rc": 0, "stdout": out, "stderr": ""}), encoding="utf-8"
+    )
+    (tmp_path / f"{second[0]}--{second[1]}.json").write_text(
+        json.dumps({"skipped": f"not run on {second[0]}: not installed: mpirun"}), encoding="utf-8"
+    )
+    checks = _nccl_pair_checks(run, nodes, pairs, tmp_path)  # type: ignore[arg-type]
+    cluster = site.cluster(hosts[0].cluster)
+    peak = inter_node_gbps(cluster.gpu.compute_rails, site.fabric(cluster.compute_fabric).switch_model.port_gbps)
+    assert checks[first[0]]["status"] == "passed"
+    assert checks[first[0]]["expected"] == expected_text(peak, 0.7)
+    assert checks[second[1]] | {"pairs": None} == {
+        "check": "nccl_pair",
+        "status": "skipped",
+        "expected": expected_text(peak, 0.7),
+        "actual": f"with {second[0]}: not run on {second[0]}: not installed: mpirun",
+        "pairs": None,
+    }
