@@ -189,10 +189,13 @@ def _execute(
     ) as progress:
         task = progress.add_task(f"{operation} {stack}: starting the engine", total=None)
 
+        finished: set[str] = set()  # counted as the events come (a sum over every step per event is quadratic)
+
         def on_step(step: ResourceStep, current: EngineRun) -> None:
-            done = sum(1 for s in current.steps.values() if s.done)
+            if step.done:
+                finished.add(step.urn)
             progress.update(
-                task, description=f"{operation} {stack}: {done}/{len(current.steps)} resources, {step.name}"
+                task, description=f"{operation} {stack}: {len(finished)}/{len(current.steps)} resources, {step.name}"
             )
             shown = step.op != "same" and not step.type.startswith(PROVIDER_TYPES)
             if step.failed or (shown and (step.done or operation == "preview")):

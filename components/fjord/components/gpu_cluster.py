@@ -161,6 +161,8 @@ class GpuCluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, protect=False)
         self.units = []
         self.host_configs = []
+        # The cluster group's variables, built for the first unit and shared by the others' inventories.
+        group_vars: dict[str, dict[str, Any]] = {}
         for u in c.units:
             # A unit's nodes are derived once here for both layers that need them, not once per layer.
             nodes = u.nodes()
@@ -170,7 +172,9 @@ class GpuCluster(pulumi.ComponentResource):
                 # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook,
                 # after its bare-metal layer has staged any BIOS change the drained rollout then reboots into.
                 after = self.units[-1].bare_metal
-                hosts = _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after)
+                hosts = _host_config(
+                    f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after, group_vars
+                )
                 self.host_configs.append(hosts)
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform, protect_namespaces=args.protect), child)
@@ -203,6 +207,7 @@ def _host_config(
     nodes: Sequence[Node],
     sized: ClusterSize,
     after: pulumi.Resource | None = None,
+    group_vars: dict[str, dict[str, Any]] | None = None,
 ) -> HostConfig:
     spec, sw = hosts.site, hosts.site.software
     cluster = spec.cluster(unit.cluster)
@@ -220,7 +225,9 @@ def _host_config(
     args = HostConfigArgs(
         site=spec.name,
         group=unit_group(unit),
-        inventory=unit_inventory(spec, unit, host_vars=hosts.host_vars, nodes=nodes, cluster=sized),
+        inventory=unit_inventory(
+            spec, unit, host_vars=hosts.host_vars, nodes=nodes, cluster=sized, group_vars=group_vars
+        ),
         versions=versions,
         playbook=hosts.playbook,
         playbooks_digest=hosts.playbooks_digest,

@@ -268,11 +268,15 @@ def unit_inventory(
     host_vars: Mapping[str, Mapping[str, Any]] | None = None,
     nodes: Sequence[Node] | None = None,
     cluster: ClusterSize | None = None,
+    group_vars: dict[str, dict[str, Any]] | None = None,
 ) -> Inventory:
     """The inventory of one scalable unit (what its host configuration resource runs on); `nodes` are the
     unit's nodes when the caller has them already, `cluster` the sized cluster (a Slurm cluster's variables
-    describe all of it; without it the site is sized again)."""
-    doc = _Doc(site, host_vars or {}, {cluster.name: cluster} if cluster else None)
+    describe all of it; without it the site is sized again). `group_vars` is a cache of the cluster groups'
+    variables (cluster name -> variables) kept by a caller that builds every unit of a cluster: a Slurm
+    cluster's variables describe all of its nodes (narvik: ~50 KB of slurm.conf lines), the same for each of
+    its units, so they are built once, not once per unit. The caller must not change the cached values."""
+    doc = _Doc(site, host_vars or {}, {cluster.name: cluster} if cluster else None, group_vars)
     doc.add_unit(unit, nodes=nodes)
     return doc.inventory()
 
@@ -281,10 +285,15 @@ class _Doc:
     """An inventory document being built unit by unit."""
 
     def __init__(
-        self, site: Site, host_vars: Mapping[str, Mapping[str, Any]], sized: dict[str, ClusterSize] | None = None
+        self,
+        site: Site,
+        host_vars: Mapping[str, Mapping[str, Any]],
+        sized: dict[str, ClusterSize] | None = None,
+        group_vars: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.site = site
         self.sized = dict(sized or {})
+        self.group_vars = {} if group_vars is None else group_vars
         self.extra = host_vars
         self.specs = {c.name: c for c in site.clusters}
         self.children: dict[str, Any] = {}
@@ -323,7 +332,9 @@ class _Doc:
         if not unit_hosts:
             return
         if cg not in children:
-            children[cg] = {"vars": self.cluster_vars(cluster), "children": {}}
+            if cluster.name not in self.group_vars:
+                self.group_vars[cluster.name] = self.cluster_vars(cluster)
+            children[cg] = {"vars": self.group_vars[cluster.name], "children": {}}
             children.setdefault(hg, {"vars": {"fjord_hall": cluster.hall}, "children": {}})["children"][cg] = None
             self.site_children[hg] = None
         children[cg]["children"][ug] = None
