@@ -12,7 +12,7 @@ import requests
 
 from fjord.hosts.inventory import json_digest
 from fjord.providers.baremetal import PASSWORD, BareMetalProvider, check_inputs, node_changes, unit_props
-from fjord.providers.playbook import HostConfigProvider
+from fjord.providers.playbook import PACKED, HostConfigProvider, pack_inventory, unpack_inventory
 from fjord.providers.playbook import check_inputs as host_check
 from fjord.sizing.bmc import BmcEndpoint
 from fjord.spec.models import Bmc
@@ -83,6 +83,16 @@ def test_host_config_check() -> None:
     assert "site.yml" in problems["playbook"]
     assert "not JSON" in problems["inventory"]
     assert dict(host_check(good | {"inventory_digest": "0" * 64})).keys() == {"inventory_digest"}
+    # The input HostConfig registers: the JSON packed; the digest stays that of the JSON, and the plain JSON of
+    # states written before packing is still accepted (above).
+    packed = good | {"inventory": pack_inventory(inventory)}
+    assert packed["inventory"].startswith(PACKED)
+    assert unpack_inventory(packed["inventory"]) == inventory
+    assert host_check(packed) == []
+    assert dict(host_check(packed | {"inventory_digest": "0" * 64})).keys() == {"inventory_digest"}
+    corrupt = dict(host_check(good | {"inventory": PACKED + "not base64!"}))
+    assert corrupt.keys() == {"inventory"}
+    assert "does not decode" in corrupt["inventory"]
 
 
 # --- diff ----------------------------------------------------------------------------------------------

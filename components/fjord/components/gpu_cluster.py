@@ -172,9 +172,7 @@ class GpuCluster(pulumi.ComponentResource):
                 # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook,
                 # after its bare-metal layer has staged any BIOS change the drained rollout then reboots into.
                 after = self.units[-1].bare_metal
-                hosts = _host_config(
-                    f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after, group_vars
-                )
+                hosts = _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after, group_vars)
                 self.host_configs.append(hosts)
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform, protect_namespaces=args.protect), child)
