@@ -5,6 +5,7 @@ the Redfish ones against sushy-emulator. tests/test_engine.py runs them through 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -93,6 +94,32 @@ def test_host_config_check() -> None:
     corrupt = dict(host_check(good | {"inventory": PACKED + "not base64!"}))
     assert corrupt.keys() == {"inventory"}
     assert "does not decode" in corrupt["inventory"]
+
+
+def test_host_config_runs_ansible_on_the_unpacked_inventory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """create, update and read (refresh) hand Ansible the inventory document, whether the input is packed (as
+    HostConfig registers it) or the plain JSON of a state written before packing."""
+    from fjord.adapters import ansible
+    from fjord.adapters.ansible import PlaybookResult
+
+    doc = {"all": {"children": {"su_h100_000": {"hosts": {"h1": {"ansible_host": "10.0.0.1"}}}}}}
+    plain_json = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    seen: list[Any] = []
+
+    def fake_run(playbook: str, inventory: Any, **_kw: Any) -> PlaybookResult:
+        seen.append(inventory)
+        return PlaybookResult(playbook, "successful", 0, {}, 0.1)
+
+    monkeypatch.setattr(ansible, "run_playbook", fake_run)
+    for value in (pack_inventory(plain_json), plain_json):
+        props = {"site": "dev", "group": "su_h100_000", "playbook": "site.yml", "inventory": value}
+        props["inventory_digest"] = json_digest(plain_json)
+        outs = HostConfigProvider().create(dict(props)).outs
+        assert outs["inventory"] == value  # kept as registered: refresh and the next diff read it back
+        HostConfigProvider().update("dev/su_h100_000", outs, props | {"inventory_digest": "c" * 64})  # reruns
+        HostConfigProvider().read("dev/su_h100_000", outs)
+    assert len(seen) == 6
+    assert all(inventory == doc for inventory in seen)
 
 
 # --- diff ----------------------------------------------------------------------------------------------
