@@ -221,10 +221,10 @@ def test_grow_a_cluster_review_comment_in_place_merge_apply_and_drift(
     assert record.read_bytes() == snapshot
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
 
-    # Main moves on without an apply: the drift check reports it (exit 3) and still writes nothing.
+    # Main moves on without an apply: the drift check reports it (exit 5) and still writes nothing.
     commit_change(repo, lambda site: site["clusters"][1].__setitem__("gpus", 4864), "uk: merged, never applied")
     drifted = run(repo, "ci/gitops/drift.sh", "uk", "records", ok=False)
-    assert drifted.returncode == 3
+    assert drifted.returncode == 5
     assert "uk: drift: the spec differs from the one applied at" in drifted.stderr
     assert "fjord:components:ScalableUnit: 22 applied, 23 asked for now" in drifted.stderr
     assert record.read_bytes() == snapshot

@@ -15,9 +15,8 @@ fjord gitops check "$stack" --base "$before"
 
 if [ -n "${PULUMI_BACKEND_URL:-}" ] && fjord up --help >/dev/null 2>&1; then
   fjord gitops state "$stack" --backend "$PULUMI_BACKEND_URL"
-  pack=()
-  if fjord up --help 2>/dev/null | grep -q -- '--policy-pack'; then pack=(--policy-pack policy); fi
-  fjord up "$stack" "${pack[@]}"
+  # With fjord's policy pack: a mandatory violation stops the apply before anything changes (exit 6).
+  fjord up "$stack" --policy-pack policy
 else
   echo "apply $stack: no Pulumi engine here (PULUMI_BACKEND_URL unset or no \`fjord up\`): offline plan, recorded"
   fjord plan "$stack" --json >"$records/$stack.plan.json"

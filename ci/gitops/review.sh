@@ -29,10 +29,9 @@ fi
 
 # The preview: the real engine where there is one, with fjord's policy pack; else the offline plan.
 if [ -n "${PULUMI_BACKEND_URL:-}" ] && fjord preview --help >/dev/null 2>&1; then
-  pack=()
-  if fjord preview --help 2>/dev/null | grep -q -- '--policy-pack'; then pack=(--policy-pack policy); fi
-  # The pack's blast-radius policy reads the diff from FJORD_DIFF_JSON (policy/fjord_pack.py).
-  FJORD_DIFF_JSON="$(pwd)/$out/diff.json" fjord preview "$stack" --json "${pack[@]}" >"$out/preview.json" || true
+  # fjord's policy pack through the engine (exit 6 on a mandatory violation; the gate below decides). Its
+  # blast-radius policy reads the diff from FJORD_DIFF_JSON (policy/fjord_pack.py).
+  FJORD_DIFF_JSON="$(pwd)/$out/diff.json" fjord preview "$stack" --json --policy-pack policy >"$out/preview.json" || true
   args+=(--preview "$out/preview.json")
 else
   # Exit 6 (policy) and 4 (over budget) still print the plan; the gate below decides.

@@ -24,8 +24,13 @@ if TYPE_CHECKING:
     from fjord.spec.models import Site
 
 EXIT_REJECTED = 1
+EXIT_DRIFT = 5
+"""The drift check found drift (`fjord refresh --preview-only`, `fjord preview --expect-no-changes`, `fjord gitops
+drift`): the check itself worked, and what runs differs from what was applied. Distinct from 3 (the check could
+not be made: the engine, a BMC or the backend failed; a lock or a pending operation)."""
 EXIT_POLICY = 6
-"""A mandatory policy rule failed (`fjord plan`, `fjord gitops check`): the change is valid but not allowed here."""
+"""A mandatory policy rule failed (`fjord plan`, `fjord gitops check`, `fjord preview|up --policy-pack`): the
+change is valid but not allowed here."""
 
 # Piped output (CI logs, GitOps comments) gets wide tables instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)

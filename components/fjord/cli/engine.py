@@ -4,9 +4,11 @@ The site is validated first (a rejected site exits 1 and the engine never starts
 progress line follows its event stream (one line per finished change when stderr is not a terminal); at the
 end a table counts the changes by resource type, with the duration. `--json` prints the run as data.
 
-Exit codes: 0 ok; 1 rejected input (the site, a missing backend or passphrase); 3 the engine ran and failed
-(a resource operation failed, the backend refused, the CLI is missing): the error names the resource, and the
-state stays consistent, so fixing the cause and running the same command again converges.
+Exit codes: 0 ok; 1 rejected input (the site, a missing backend or passphrase, a policy pack folder that is not
+one); 3 the engine ran and failed (a resource operation failed, the backend refused, the CLI is missing): the
+error names the resource, and the state stays consistent, so fixing the cause and running the same command again
+converges; 5 drift (`refresh --preview-only`, `preview --expect-no-changes`: the check worked and found changes);
+6 a mandatory policy of a `--policy-pack` failed (named; `up` then changes nothing).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fjord.cli.common import (
+    EXIT_DRIFT,
+    EXIT_POLICY,
     JsonFlag,
     StackArg,
     StacksDir,
@@ -53,6 +57,14 @@ Backend = Annotated[
 ProjectDir = Annotated[
     Path | None,
     typer.Option("--project", help="The folder holding Pulumi.yaml (default: the stacks folder's parent)."),
+]
+PolicyPacks = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--policy-pack",
+        help="A Pulumi policy pack folder (PulumiPolicy.yaml) the engine runs on the stack, e.g. fjord's `policy`;"
+        " repeatable. A mandatory violation exits 6 (`up`: before anything changes); advisory ones are reported.",
+    ),
 ]
 Parallel = Annotated[
     int | None, typer.Option("--parallel", "-p", min=1, help="Resource operations the engine runs at once.")
@@ -130,10 +142,23 @@ def _line(step: ResourceStep) -> str:
     return f"  {SYMBOL.get(step.op, step.op)} {step.op} {step.type} {step.name}{extra}{state}"
 
 
+def _check_packs(packs: list[Path] | None) -> list[Path]:
+    """Each --policy-pack a folder holding PulumiPolicy.yaml (rejected, exit 1, otherwise)."""
+    found = []
+    for pack in packs or []:
+        if not (pack / "PulumiPolicy.yaml").is_file():
+            raise reject(
+                "--policy-pack", [f"--policy-pack: no PulumiPolicy.yaml in {pack}; allowed: a policy pack folder"]
+            )
+        found.append(pack.resolve())
+    return found
+
+
 def _summary(run: EngineRun) -> Table:
-    verb = "would change" if run.operation == "preview" else "changed"
+    verb = "would change" if run.operation == "preview" or run.preview_only else "changed"
+    what = f"{run.operation} (preview only)" if run.preview_only else run.operation
     table = Table(
-        title=plain(f"{run.operation} {run.stack}: {verb} in {run.seconds:.1f} s"),
+        title=plain(f"{what} {run.stack}: {verb} in {run.seconds:.1f} s"),
         title_justify="left",
         header_style="bold",
     )
@@ -167,13 +192,23 @@ def _execute(
     as_json: bool,
     parallel: int | None,
     clear_pending_creates: bool = False,
+    policy_packs: list[Path] | None = None,
+    preview_only: bool = False,
+    expect_no_changes: bool = False,
 ) -> None:
-    from fjord.engine import PROVIDER_TYPES, EngineSetupError, EngineUnavailable, run
+    from fjord.engine import PROVIDER_TYPES, EngineSetupError, EngineUnavailable, engine_bin, policy_runner, run
     from fjord.spec.load import stacks_dir
 
     folder = stacks_dir_
+    packs = _check_packs(policy_packs)
     if operation in ("preview", "up"):
         _check_stack(stack, folder)  # a rejected site exits 1 before the engine starts
+    if packs:
+        try:  # say why a pack cannot run before the engine starts, rather than after a failed start
+            policy_runner(engine_bin())
+        except EngineUnavailable as exc:
+            error_line(str(exc))
+            raise typer.Exit(EXIT_ENGINE) from None
     extra: dict[str, str] = {}
     if not backend:
         backend, extra = _site_backend(stack, folder)
@@ -198,7 +233,7 @@ def _execute(
                 task, description=f"{operation} {stack}: {len(finished)}/{len(current.steps)} resources, {step.name}"
             )
             shown = step.op != "same" and not step.type.startswith(PROVIDER_TYPES)
-            if step.failed or (shown and (step.done or operation == "preview")):
+            if step.failed or (shown and (step.done or operation == "preview" or preview_only)):
                 if live:
                     progress.console.print(plain(_line(step)))
                 elif not as_json:
@@ -215,14 +250,17 @@ def _execute(
                 parallel=parallel,
                 clear_pending_creates=clear_pending_creates,
                 stacks=stacks_dir(folder).resolve(),
+                policy_packs=packs,
+                preview_only=preview_only,
             )
         except EngineSetupError as exc:
             raise reject(f"stack {stack}", [str(exc)]) from None
         except EngineUnavailable as exc:
             error_line(str(exc))
             raise typer.Exit(EXIT_ENGINE) from None
+    drift = _drift(result) if (preview_only or expect_no_changes) and result.ok else []
     if as_json:
-        write_json(result.as_dict())
+        write_json({**result.as_dict(), **({"drift": drift} if preview_only or expect_no_changes else {})})
     else:
         out.print(_summary(result))
         for warning in result.warnings:
@@ -230,10 +268,33 @@ def _execute(
         if result.ok and operation != "up":
             for line in result.left_behind:  # refresh: drift and dead BMCs the next up will act on
                 err.print(labelled("drift", "yellow", f": {line}"), soft_wrap=True)
+        for v in result.policy:
+            if not v.mandatory:
+                note = f": {stack}: policy {v.policy} ({v.level}, pack {v.pack}): {v.message}"
+                err.print(labelled("warning", "yellow", note), soft_wrap=True)
+    failed_policies = result.policy_failed()
+    if failed_policies:
+        for v in result.policy:
+            if v.mandatory:
+                error_line(f"{stack}: policy {v.policy} (mandatory, pack {v.pack}): {v.message}")
+        if operation == "up":
+            error_line(f"up {stack}: nothing was changed: mandatory policy failed: {', '.join(failed_policies)}")
+        raise typer.Exit(EXIT_POLICY)
     if not result.ok:
         for line in result.errors or [f"{operation} failed"]:
             error_line(f"{operation} {stack}: {line}")
         raise typer.Exit(EXIT_ENGINE)
+    if drift:
+        for line in drift:
+            error_line(f"{stack}: drift: {line}")
+        raise typer.Exit(EXIT_DRIFT)
+
+
+def _drift(run: EngineRun) -> list[str]:
+    """What a drift check found: each change the engine would make (default providers left out, as in the
+    summary), and what a refresh read as failed, unreachable or drifted on the BMCs and hosts."""
+    found = [f"{s.op} {s.type} {s.name}" + (f" ({', '.join(s.diffs)})" if s.diffs else "") for s in run.changed()]
+    return found + [line for line in run.left_behind if line not in found]
 
 
 def preview(
@@ -243,9 +304,27 @@ def preview(
     project: ProjectDir = None,
     as_json: JsonFlag = False,
     parallel: Parallel = None,
+    policy_pack: PolicyPacks = None,
+    expect_no_changes: Annotated[
+        bool,
+        typer.Option(
+            "--expect-no-changes",
+            help="A drift check of the spec against the state: exit 5 when the preview would change anything.",
+        ),
+    ] = False,
 ) -> None:
     """Show what `fjord up` would change, through the real Pulumi engine (providers' check and diff)."""
-    _execute("preview", stack, stacks_dir_, backend, project, as_json, parallel)
+    _execute(
+        "preview",
+        stack,
+        stacks_dir_,
+        backend,
+        project,
+        as_json,
+        parallel,
+        policy_packs=policy_pack,
+        expect_no_changes=expect_no_changes,
+    )
 
 
 def up(
@@ -255,9 +334,10 @@ def up(
     project: ProjectDir = None,
     as_json: JsonFlag = False,
     parallel: Parallel = None,
+    policy_pack: PolicyPacks = None,
 ) -> None:
     """Create or update the stack's resources: power and boot the nodes, configure the hosts."""
-    _execute("up", stack, stacks_dir_, backend, project, as_json, parallel)
+    _execute("up", stack, stacks_dir_, backend, project, as_json, parallel, policy_packs=policy_pack)
 
 
 def refresh(
@@ -274,9 +354,27 @@ def refresh(
             help="Drop creates an interrupted run left pending from the state (check those resources first).",
         ),
     ] = False,
+    preview_only: Annotated[
+        bool,
+        typer.Option(
+            "--preview-only",
+            help="The drift check: read the BMCs and hosts and show what differs from the state, writing nothing;"
+            " exit 5 on drift.",
+        ),
+    ] = False,
 ) -> None:
     """Read what the BMCs and hosts really have into the state, showing the drift (changes nothing on them)."""
-    _execute("refresh", stack, stacks_dir_, backend, project, as_json, parallel, clear_pending_creates)
+    _execute(
+        "refresh",
+        stack,
+        stacks_dir_,
+        backend,
+        project,
+        as_json,
+        parallel,
+        clear_pending_creates,
+        preview_only=preview_only,
+    )
 
 
 def destroy(

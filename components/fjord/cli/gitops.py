@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fjord.cli.common import (
+    EXIT_DRIFT,
     EXIT_POLICY,
     EXIT_REJECTED,
     JsonFlag,
@@ -41,7 +42,7 @@ from fjord.cli.common import (
 from fjord.spec.errors import SiteError
 
 EXIT_ATTENTION = 3
-"""`state`/`drift`: the stack needs a person (as `fjord bmc`'s failed nodes do): a lock, a pending operation, drift."""
+"""`state`: the stack needs a person (as `fjord bmc`'s failed nodes do): a lock, a pending operation. Drift is 5."""
 
 if TYPE_CHECKING:
     from fjord.gitops.comment import StackReview
@@ -473,7 +474,7 @@ def drift(
     as_json: JsonFlag = False,
 ) -> None:
     """The drift check: the stack now against the last apply's record (offline), or an engine preview that must
-    change nothing; reports, writes nothing. Exit 3 on drift."""
+    change nothing; reports, writes nothing. Exit 5 on drift."""
     from fjord.gitops.drift import drift as drift_of
     from fjord.gitops.drift import preview_drift
 
@@ -497,4 +498,4 @@ def drift(
     for line in found:
         error_line(f"{stack}: drift: {line}")
     if found:
-        raise typer.Exit(EXIT_ATTENTION)
+        raise typer.Exit(EXIT_DRIFT)

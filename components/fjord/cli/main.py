@@ -3,8 +3,9 @@
 Exit codes: 0 ok; 1 the site or stack was rejected (one line per problem on stderr, field path first);
 2 usage errors (Typer); 3 `fjord diff`: the change is disruptive (drains, restarts or removes nodes), or
 `fjord bmc`: some nodes failed, or `fjord preview|up|refresh|destroy`: the Pulumi engine failed or left nodes or
-hosts behind; 4 a stack is over the resource budget; 6 a mandatory policy rule failed (`fjord validate` and
-`fjord plan` alike; docs/policy.md).
+hosts behind; 4 a stack is over the resource budget; 5 the drift check found drift (`fjord refresh
+--preview-only`, `fjord preview --expect-no-changes`, `fjord gitops drift`); 6 a mandatory policy rule failed
+(`fjord validate` and `fjord plan` alike, `fjord preview|up --policy-pack`; docs/policy.md).
 """
 
 from __future__ import annotations

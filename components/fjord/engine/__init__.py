@@ -5,7 +5,9 @@ LocalWorkspace on the project folder (the folder of `Pulumi.yaml`, whose `stackC
 The engine itself is the `pulumi` CLI of the release that matches the `pulumi` Python SDK, found on PATH or
 in the cache `.ci/setup-pulumi.sh` builds it into (docs/engine.md). Running the program inline means the
 engine needs no Python language host; the dynamic providers run in `pulumi-resource-pulumi-python`, the
-shim that sits beside the CLI and starts this Python with `-m pulumi.dynamic`.
+shim that sits beside the CLI and starts this Python with `-m pulumi.dynamic`. A Python policy pack
+(`policy_packs`) runs in the language host where one is installed, else in Pulumi's policy shim
+`pulumi-analyzer-policy-python` beside the CLI, which starts this Python with `-m pulumi.policy`.
 
 State: the backend URL given (`file://...`, `s3://...`) or $PULUMI_BACKEND_URL. Secrets: Pulumi's passphrase
 provider ($PULUMI_CONFIG_PASSPHRASE or $PULUMI_CONFIG_PASSPHRASE_FILE).
@@ -16,10 +18,11 @@ Nothing here prints: `run` reports the engine's events to a callback and returns
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -36,11 +39,16 @@ CACHE = Path(os.environ.get("FJORD_PULUMI_CACHE", "/var/cache/fjord-pulumi"))
 PROJECT = "fjord"
 PROVIDER_TYPES = "pulumi:providers:"
 PROVIDER_SHIM = "pulumi-resource-pulumi-python"
+POLICY_SHIM = "pulumi-analyzer-policy-python"
+LANGUAGE_HOST = "pulumi-language-python"
 # Operations that count as a change in the summary (refresh reports drift as 'update' or 'delete').
 KEPT_OUTPUTS = ("state", "failed", "converged", "failed_hosts", "unreachable_hosts", "drifted_hosts")
 """The outputs a step keeps (`ResourceStep.outputs`): what a resource recorded per node or host."""
 CHANGE_OPS = ("create", "update", "replace", "delete", "create-replacement", "delete-replaced", "import")
 
+
+_COLOUR = re.compile(r"<\{%[^%]*%\}>")
+"""Pulumi's colour markup (`<{%reset%}>`, `<{%fg 3%}>`), left in the messages of events sent with raw colour."""
 
 PENDING_HINT = (
     "an earlier run was interrupted with operations in flight; check the resources named above on the BMCs or"
@@ -55,6 +63,11 @@ PROTECTED_HINT = (
 
 class EngineUnavailable(RuntimeError):
     """The Pulumi CLI (or its dynamic-provider shim) of the SDK's version is not installed."""
+
+
+class PolicyPackUnavailable(EngineUnavailable):
+    """The engine cannot run a Python policy pack here: neither Pulumi's Python language host nor its policy shim
+    is installed, or the pack's own dependency (pulumi-policy) is missing."""
 
 
 class EngineSetupError(RuntimeError):
@@ -85,6 +98,49 @@ def engine_bin(env: Mapping[str, str] | None = None) -> Path:
         + ", ".join(str(c) for c in candidates)
         + "; build it with `.ci/setup-pulumi.sh` (docs/engine.md)"
     )
+
+
+def policy_runner(bin_dir: Path, env: Mapping[str, str] | None = None) -> Path:
+    """What lets the engine run a Python policy pack: Pulumi's Python language host (which runs it through
+    RunPlugin), else the policy shim `pulumi-analyzer-policy-python` (the engine's fallback when it finds no
+    language host: pkg/resource/plugin/analyzer_plugin.go, NewPolicyAnalyzer), beside the CLI or on PATH.
+    Raises PolicyPackUnavailable, saying why, when there is neither or pulumi-policy is not installed."""
+    import importlib.util
+
+    env = os.environ if env is None else env
+    search = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    found = shutil.which(LANGUAGE_HOST, path=search) or shutil.which(POLICY_SHIM, path=search)
+    if found is None:
+        raise PolicyPackUnavailable(
+            f"cannot run a Python policy pack: neither {LANGUAGE_HOST} (Pulumi's Python language host) nor"
+            f" {POLICY_SHIM} (Pulumi's policy shim) is in {bin_dir} or on PATH; `.ci/setup-pulumi.sh` installs the"
+            " shim beside the CLI (docs/policy.md)"
+        )
+    if importlib.util.find_spec("pulumi_policy") is None:
+        raise PolicyPackUnavailable(
+            f"cannot run a Python policy pack: pulumi-policy is not installed in {sys.prefix}; install fjord with"
+            " its 'policy' extra (pip install 'fjord[policy]'; `make install` has it)"
+        )
+    return Path(found)
+
+
+@dataclass
+class PolicyViolation:
+    """One violation a policy pack reported through the engine."""
+
+    pack: str
+    policy: str
+    level: str
+    """The enforcement level: 'advisory' or 'mandatory' ('remediate' for remediations)."""
+    message: str
+    """The violation (the field path, the value, what is allowed)."""
+    urn: str | None = None
+    description: str = ""
+    """The policy's description, which the engine sends before each violation."""
+
+    @property
+    def mandatory(self) -> bool:
+        return self.level == "mandatory"
 
 
 @dataclass
@@ -129,6 +185,14 @@ class EngineRun:
     left_behind: list[str] = field(default_factory=list)
     """Nodes and hosts a resource recorded as failed, unreachable or drifted (`resource: node: why`): the
     operation finished and the state holds every other node's result; the next `up` retries exactly these."""
+    policy: list[PolicyViolation] = field(default_factory=list)
+    """What the policy packs reported (`policy_packs`), in the order the engine reported it."""
+    preview_only: bool = False
+    """A refresh that only previewed: what the BMCs and hosts have against the state, nothing written."""
+
+    def policy_failed(self) -> list[str]:
+        """The policies with a mandatory violation (each once, in order)."""
+        return list(dict.fromkeys(v.policy for v in self.policy if v.mandatory))
 
     def changed(self) -> list[ResourceStep]:
         """The steps that change a resource. Default providers are left out, as Pulumi's own display does: the
@@ -153,6 +217,7 @@ class EngineRun:
         return {
             "stack": self.stack,
             "operation": self.operation,
+            "preview_only": self.preview_only,
             "ok": self.ok,
             "seconds": round(self.seconds, 2),
             "changes": {k: v for k, v in self.changes.items() if v},
@@ -165,6 +230,11 @@ class EngineRun:
             "errors": self.errors,
             "left_behind": self.left_behind,
             "warnings": self.warnings,
+            "policy": [
+                {"pack": v.pack, "policy": v.policy, "level": v.level, "message": v.message, "urn": v.urn}
+                for v in self.policy
+            ],
+            "policy_failed": self.policy_failed(),
             "outputs": self.outputs,
         }
 
@@ -237,7 +307,17 @@ def _changed(old: StepEventStateMetadata | None, new: StepEventStateMetadata | N
         return []
     a: Mapping[str, Any] = getattr(old, what) or {}
     b: Mapping[str, Any] = getattr(new, what) or {}
-    return sorted(k for k in set(a) | set(b) if k != "__provider" and a.get(k) != b.get(k))
+    return sorted(k for k in set(a) | set(b) if k != "__provider" and _known(a.get(k)) != _known(b.get(k)))
+
+
+def _known(value: Any) -> Any:
+    """`value` without null entries at any depth: the engine drops nulls from nested outputs it hands back to a
+    provider (a refresh's `read` gets the record without them), so a null and an absent key are the same here."""
+    if isinstance(value, Mapping):
+        return {k: _known(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_known(v) for v in value]
+    return value
 
 
 def left_behind(resource: str, outputs: Mapping[str, Any]) -> list[str]:
@@ -297,6 +377,20 @@ class _Collector:
                 text = " ".join(d.message.split())
                 line = f"{where}: {text}" if where else text
                 (r.errors if d.severity == "error" else r.warnings).append(line)
+        elif event.policy_event is not None:
+            p = event.policy_event
+            # The engine sends the policy's description, a newline, then the violation, in its colour markup.
+            description, _, finding = _COLOUR.sub("", p.message).strip().partition("\n")
+            violation = PolicyViolation(
+                pack=p.policy_pack_name,
+                policy=p.policy_name,
+                level="advisory" if p.enforcement_level in ("advisory", "warning") else str(p.enforcement_level),
+                message=" ".join((finding or description).split()),
+                urn=p.resource_urn or None,
+                description=" ".join(description.split()) if finding else "",
+            )
+            if violation not in r.policy:  # `up` with packs previews first: the same finding is reported twice
+                r.policy.append(violation)
         elif event.summary_event is not None:
             r.changes = {str(getattr(k, "value", k)): int(v) for k, v in event.summary_event.resource_changes.items()}
 
@@ -317,35 +411,53 @@ def run(
     stacks: Path | None = None,
     targets: list[str] | None = None,
     program: Callable[[], None] | None = None,
+    policy_packs: Sequence[Path] = (),
+    preview_only: bool = False,
 ) -> EngineRun:
     """Run one operation on `stack` and report what happened; never raises for a failed run (see `ok`).
     `targets`: URNs the operation is limited to (Pulumi's --target; every other resource in the state is left
-    as it is); `program`: the inline program (default: fjord's whole program)."""
+    as it is); `program`: the inline program (default: fjord's whole program).
+
+    `policy_packs` (preview, up): folders of Pulumi policy packs the engine runs on the stack (`--policy-pack`);
+    their violations land in `policy`. `up` with packs previews with them first and stops there, having changed
+    nothing, when a mandatory policy fails (the engine itself checks stack policies only once an update is done).
+    `preview_only` (refresh): read what the BMCs and hosts have and report it against the state, writing nothing.
+    """
     from pulumi.automation import errors as auto_errors
 
-    result = EngineRun(stack, operation)
+    result = EngineRun(stack, operation, preview_only=preview_only and operation == "refresh")
     collect = _Collector(result, on_step)
     start = time.monotonic()
+    packs = [str(Path(p).resolve()) for p in policy_packs] if operation in ("preview", "up") else []
+    extra = dict(env or {})
+    if packs and stacks is not None:
+        extra.setdefault("FJORD_STACKS_DIR", str(stacks))  # the pack reads the same stack files the program read
     try:
         st = open_stack(
-            stack, project_dir, backend, env, create=operation in ("preview", "up"), stacks=stacks, program=program
+            stack, project_dir, backend, extra, create=operation in ("preview", "up"), stacks=stacks, program=program
         )
         common: dict[str, Any] = {"on_event": collect, "color": "never", "on_output": lambda _line: None}
         if parallel is not None:
             common["parallel"] = parallel
         if targets is not None:
             common["target"] = targets
+        if packs:
+            common["policy_packs"] = packs
         if operation == "preview":
             st.preview(**common)
         elif operation == "up":
+            if packs and not _policy_preview(st, result, common, auto_errors.CommandError):
+                return result
             res = st.up(**common)
             result.outputs = {k: v.value for k, v in res.outputs.items() if not v.secret}
+        elif operation == "refresh" and result.preview_only:
+            st.preview_refresh(clear_pending_creates=clear_pending_creates or None, **common)
         elif operation == "refresh":
             st.refresh(clear_pending_creates=clear_pending_creates or None, **common)
             result.outputs = {k: v.value for k, v in st.outputs().items() if not v.secret}
         else:
             st.destroy(**common)
-        result.ok = True
+        result.ok = not result.policy_failed()
         if operation == "up" and result.left_behind:
             result.ok = False
             result.errors += [f"not converged (rerun `fjord up` to retry): {line}" for line in result.left_behind]
@@ -359,6 +471,26 @@ def run(
     finally:
         result.seconds = time.monotonic() - start
     return result
+
+
+def _policy_preview(st: Stack, result: EngineRun, common: Mapping[str, Any], command_error: type[Exception]) -> bool:
+    """`up` with policy packs: a preview with the packs first (what `pulumi up` does unless told to skip it).
+    False, with the violations and errors in `result`, when a mandatory policy failed or the preview did: the
+    update then never starts."""
+    checked = EngineRun(result.stack, "preview")
+    try:
+        st.preview(**{**common, "on_event": _Collector(checked, None)})
+    except command_error as exc:
+        if not checked.errors:
+            checked.errors.append(_command_error(exc))
+    result.policy = checked.policy
+    failed = checked.policy_failed()
+    if failed or checked.errors:
+        result.errors += checked.errors
+        why = f"mandatory policy failed: {', '.join(failed)}" if failed else "its preview failed"
+        result.errors.append(f"nothing was changed: {why}")
+        return False
+    return True
 
 
 def _command_error(exc: Exception) -> str:

@@ -127,6 +127,11 @@ def _preview_lines(preview: Mapping[str, Any]) -> list[str]:
         lines.append(f"- error: {cell(e)}")
     for e in preview.get("left_behind", []):
         lines.append(f"- pending operation: {cell(e)}")
+    for v in preview.get("policy", []):  # `fjord preview --policy-pack`: what the pack reported through the engine
+        lines.append(
+            f"- policy pack {cell(v.get('pack', '?'))}: {cell(v.get('policy', '?'))} ({v.get('level', '?')}):"
+            f" {cell(v.get('message', ''))}"
+        )
     return lines
 
 

@@ -17,7 +17,7 @@ RESOURCE_GROUP = "fjord-stack-{stack}"
 IMAGE = "python:3.11-slim-bookworm"
 SETUP = [
     "apt-get update -qq && apt-get install -y -qq --no-install-recommends git >/dev/null",
-    "pip install --quiet --editable .",
+    "pip install --quiet --editable '.[policy]'",  # the policy pack's pulumi-policy (fjord up --policy-pack)
 ]
 
 
