@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .engine_env import REPO, Project, make_project, require_engine
+from .engine_env import REPO, Project, make_project
 from .redfish_lab import PASSWORD as BMC_PASSWORD
-from .redfish_lab import Emulator, fake_system
+from .redfish_lab import Emulator
 from .test_engine import NODES, POOL, power_off_out_of_band, slurm_site, wait_on
 
 FLOATING_IMAGE = "http://127.0.0.1:9/images/ubuntu-latest.iso"
@@ -52,6 +51,7 @@ def test_a_policy_pack_folder_must_be_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.usefixtures("engine")
 def test_the_policy_pack_through_the_engine_mandatory_fails_advisory_reports(tmp_path: Path) -> None:
     project = make_project(tmp_path, "lab")
     pack = with_pack(project)
@@ -104,22 +104,11 @@ def test_the_policy_pack_through_the_engine_mandatory_fails_advisory_reports(tmp
     assert strict["policy_failed"] == ["fjord-driver-branch-floats"]
 
 
-@pytest.fixture
-def bmcs() -> Iterator[Emulator]:
-    require_engine()
-    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES)])
-    try:
-        em.start()
-    except (OSError, RuntimeError) as exc:
-        em.stop()
-        pytest.skip(f"sushy-emulator did not start: {exc}")
-    yield em
-    em.stop()
-
-
 @pytest.mark.engine
 @pytest.mark.bmc
-def test_the_drift_check_reads_the_bmcs_reports_drift_and_writes_nothing(tmp_path: Path, bmcs: Emulator) -> None:
+@pytest.mark.usefixtures("engine")
+def test_the_drift_check_reads_the_bmcs_reports_drift_and_writes_nothing(tmp_path: Path, dev_bmcs: Emulator) -> None:
+    bmcs = dev_bmcs
     project = make_project(tmp_path, "drift")
     project.write_stack(slurm_site(bmcs.url), configureHosts=False)
     project.init(bmc_password=BMC_PASSWORD)

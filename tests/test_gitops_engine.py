@@ -17,16 +17,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .engine_env import PASSPHRASE, REPO, require_engine
+from .engine_env import PASSPHRASE, REPO
 from .redfish_lab import PASSWORD as BMC_PASSWORD
-from .redfish_lab import Emulator, fake_system
+from .redfish_lab import Emulator
 from .test_engine import NODES, POOL, power_off_out_of_band, slurm_site, wait_on
 
 pytestmark = [pytest.mark.engine, pytest.mark.bmc]
@@ -86,20 +85,13 @@ class Lab:
 
 
 @pytest.fixture
-def bmcs() -> Iterator[Emulator]:
-    require_engine()
-    em = Emulator([fake_system(n, i) for i, n in enumerate(NODES)])
-    try:
-        em.start()
-    except (OSError, RuntimeError) as exc:
-        em.stop()
-        pytest.skip(f"sushy-emulator did not start: {exc}")
-    yield em
-    em.stop()
+def bmcs(engine: Path, dev_bmcs: Emulator) -> Emulator:
+    """The dev site's four BMCs on the sushy emulator (once the engine is known to be there)."""
+    return dev_bmcs
 
 
 @pytest.fixture
-def lab(tmp_path: Path, bmcs: Emulator) -> Lab:
+def lab(tmp_path: Path, engine: Path, bmcs: Emulator) -> Lab:
     """The site repository on main: the lab stack (its BMC password a Pulumi secret), fjord's policy pack and
     settings, the pipeline scripts, the project file."""
     root = tmp_path / "site-repo"
@@ -109,7 +101,7 @@ def lab(tmp_path: Path, bmcs: Emulator) -> Lab:
     project = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
     project["runtime"]["options"]["virtualenv"] = sys.prefix
     (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
-    repo = Lab(root, require_engine())
+    repo = Lab(root, engine)
     repo.write_site(slurm_site(bmcs.url))
     pulumi = str(repo.bin_dir / "pulumi")
     repo.run(pulumi, "stack", "init", "lab", "--secrets-provider", "passphrase", "--non-interactive")
