@@ -31,10 +31,12 @@ from fjord.sizing.site import size_site
 from fjord.spec.load import default_site, load_site
 from tests import testbed as tb
 from tests.ceph_cluster import CephCluster, CephUnavailable, S3User, missing_binaries
+from tests.kube_env import KubeAPI, Kubelet, kubectl_on_path
 from tests.redfish_lab import PASSWORD, USERNAME, Emulator, fake_system
 from tests.test_hosts_testbed import TESTBED_VARS, air_gapped_site
 
-pytestmark = [pytest.mark.slow, pytest.mark.testbed, pytest.mark.bmc, pytest.mark.rgw]
+pytestmark = [pytest.mark.slow, pytest.mark.testbed, pytest.mark.bmc, pytest.mark.rgw, pytest.mark.kube]
+ACCEPTANCE_TAINT = {"key": "fjord.io/acceptance", "value": "pending", "effect": "NoSchedule"}
 
 FJORD = Path(sys.executable).parent / "fjord"
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +79,7 @@ class Lab:
     store: ObjectStore
     bucket: str
     nodes: list[str]
+    kube: KubeAPI
 
     def env(self) -> dict[str, str]:
         env = {
@@ -94,7 +97,24 @@ class Lab:
         }
         env.pop("PULUMI_BACKEND_URL", None)
         env.pop("FJORD_STACKS_DIR", None)
+        # kubectl for enter-service.yml, which runs it on the control plane host given (here the controller).
+        env["PATH"] = f"{kubectl_on_path(self.kube, self.folder / 'kubectl')}{os.pathsep}{env.get('PATH', '')}"
         return env
+
+    def extra_vars(self) -> Path:
+        """The Kubernetes control plane: the tests' real API server, reached with kubectl from the controller."""
+        path = self.folder / "extra-vars.json"
+        path.write_text(
+            json.dumps({"fjord_kube_host": "localhost", "fjord_kubeconfig": str(self.kube.kubeconfig)}),
+            encoding="utf-8",
+        )
+        return path
+
+    def k8s_node(self, name: str) -> tuple[bool, list[dict[str, Any]], dict[str, str]]:
+        """(cordoned, taints, labels) of the node object in the API server."""
+        node = self.kube.node(name)
+        spec = node.get("spec", {})
+        return bool(spec.get("unschedulable", False)), list(spec.get("taints") or []), node["metadata"]["labels"]
 
     @property
     def stacks(self) -> Path:
@@ -117,6 +137,8 @@ class Lab:
             str(host_vars or self.host_vars()),
             "--batch-size",
             "2",
+            "--extra-vars",
+            str(self.extra_vars()),
             *more,
         ]
 
@@ -138,7 +160,7 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, kube_apiserver: KubeAPI, kubelet: Kubelet) -> Iterator[Lab]:
     _unavailable()
     nodes = [n.name for n in size_site(load_site(default_site())).hosts()]
     folder = tmp_path_factory.mktemp("bootstrap")
@@ -165,7 +187,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             site["clusters"][0]["acceptance"] = GPU_CHECKS_OFF
             write_project(folder, site)
             store = ObjectStore(ceph.endpoint, S3Credentials(user.access_key, user.secret_key))
-            yield Lab(folder, bed, emulator, user, store, "dev-artifacts", nodes)
+            # The nodes as their kubelets register them before acceptance (there is no kubelet here: through the
+            # API): tainted fjord.io/acceptance=pending (k8s_node's --register-with-taints), and cordoned.
+            for n in nodes:
+                kubelet.register(n, {"fjord.io/accepted": "false"})
+                kube_apiserver.request(
+                    "PATCH",
+                    f"/api/v1/nodes/{n}",
+                    {"spec": {"unschedulable": True, "taints": [ACCEPTANCE_TAINT]}},
+                    "application/merge-patch+json",
+                )
+            yield Lab(folder, bed, emulator, user, store, "dev-artifacts", nodes, kube_apiserver)
     finally:
         emulator.stop()
         ceph.stop()
@@ -293,6 +325,22 @@ def test_bootstrap_killed_in_host_configuration_resumes_to_every_node_in_service
     kubelet = lab.bed.ssh(lab.bed.hosts[3], "cat /etc/default/kubelet").stdout
     assert "--register-with-taints=fjord.io/acceptance=pending:NoSchedule" in kubelet
     assert lab.bed.ssh(lab.bed.hosts[3], "test -e /var/lib/fjord/acceptance.json", check=False).returncode == 1
+    # The scheduler phase read the control plane: every node registered, each with the acceptance taint.
+    assert state["phases"]["scheduler"]["detail"] == (
+        "h100 (kubernetes): control plane on localhost: 4 of 4 nodes registered, 4 with the acceptance taint"
+    )
+    # The Kubernetes API: the three accepted nodes uncordoned, the acceptance taint removed, labelled accepted with
+    # the run; the node the gate kept out is as it registered (cordoned, tainted, not labelled accepted).
+    for n in lab.nodes[:3]:
+        cordoned, taints, labels = lab.k8s_node(n)
+        assert not cordoned, n
+        assert ACCEPTANCE_TAINT["key"] not in {t["key"] for t in taints}, (n, taints)
+        assert (labels["fjord.io/accepted"], labels["fjord.io/acceptance-run"]) == ("true", run_id), labels
+    assert lab.k8s_node(bad) == (
+        True,
+        [ACCEPTANCE_TAINT],
+        {"kubernetes.io/hostname": bad, "fjord.io/accepted": "false"},
+    )
 
     # 4. Resume after the fix: the node is checked again and enters service; nothing else is redone.
     final = lab.run("--resume", "--json")
@@ -337,6 +385,15 @@ def test_bootstrap_killed_in_host_configuration_resumes_to_every_node_in_service
         kubelet = lab.bed.ssh(host, "cat /etc/default/kubelet").stdout
         assert "register-with-taints" not in kubelet
         assert "--node-labels=fjord.io/accepted=true" in kubelet
+    # ... and now the fixed node too, through the API.
+    for n in lab.nodes:
+        cordoned, taints, labels = lab.k8s_node(n)
+        assert (cordoned, taints, labels["fjord.io/accepted"], labels["fjord.io/acceptance-run"]) == (
+            False,
+            [],
+            "true",
+            run_id,
+        ), n
     handover = lab.get(f"bootstrap/{run_id}/handover.json")
     assert handover["counts"]["in_service"] == 4
     assert first_batch  # the first batch was not configured again: step 3 configured only the other two

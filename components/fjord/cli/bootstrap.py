@@ -59,6 +59,8 @@ PASSWORD_ENV = "FJORD_BMC_PASSWORD"
 SITE_PLAYBOOK = "site.yml"
 ACCEPTANCE_PLAYBOOK = "acceptance.yml"
 SERVICE_PLAYBOOK = "enter-service.yml"
+KUBE_NODES_PLAYBOOK = "kube-nodes.yml"
+"""Reads the Kubernetes API's node objects on the control plane host (phase scheduler; changes nothing)."""
 SLURM_PLAYBOOK = "slurm.yml"
 """The Slurm control plane's playbook (the slurm and munge roles, issue 28); site.yml may import it."""
 SLURM_RESUME = "slurm-resume.yml"
@@ -481,7 +483,7 @@ def phase_scheduler(run: Run) -> str:
         if c.scheduler == "kubernetes":
             host = run.extra_vars.get("fjord_kube_host")
             lines.append(
-                f"{c.name} (kubernetes): control plane on {host}"
+                f"{c.name} (kubernetes): control plane on {host}: {_kube_registration(run, c.name, nodes, str(host))}"
                 if host
                 else f"{c.name} (kubernetes): no control plane given; nodes register tainted and are let in when"
                 " accepted"
@@ -507,6 +509,37 @@ def phase_scheduler(run: Run) -> str:
     if blocked:
         raise PhaseBlocked("; ".join(lines + blocked))
     return "; ".join(lines)
+
+
+def _kube_registration(run: Run, cluster: str, nodes: list[str], host: str) -> str:
+    """The control plane's view of the cluster's nodes (kube-nodes.yml: kubectl on `host`, read only): which are
+    registered, and that every one not accepted yet carries the acceptance taint; PhaseFailed when the API does
+    not answer or a node could take work before acceptance."""
+    from fjord.bootstrap.kube import registration
+    from fjord.bootstrap.plan import RANK
+
+    if not nodes:
+        return "no node"
+    with tempfile.TemporaryDirectory(prefix="fjord-kube-") as tmp:
+        report = Path(tmp) / "nodes.json"
+        # One host in the play is enough: the task runs once, on the control plane host, and lists every node.
+        result = run.playbook(KUBE_NODES_PLAYBOOK, nodes[:1], {"kube_nodes_report": str(report)})
+        why = _host_failure(result, nodes[0])
+        if why or not report.is_file():
+            what = why or "no report"
+            raise PhaseFailed(f"{cluster} (kubernetes): the control plane on {host} did not answer: {what}")
+        try:
+            node_list = json.loads(report.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise PhaseFailed(f"{cluster} (kubernetes): kubectl on {host} answered no JSON node list: {exc}") from None
+    accepted = [n for n in nodes if run.node(n).rank >= RANK["accepted"]]
+    seen = registration(node_list, nodes, accepted)
+    if seen.untainted_pending:
+        raise PhaseFailed(
+            f"{cluster} (kubernetes): {seen.line()} (they could take work before the acceptance gate; register"
+            " them with the acceptance taint, see docs/bootstrap.md)"
+        )
+    return seen.line()
 
 
 class PhaseBlocked(Exception):
