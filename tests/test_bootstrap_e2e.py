@@ -33,6 +33,7 @@ from tests import testbed as tb
 from tests.ceph_cluster import CephCluster, CephUnavailable, S3User, missing_binaries
 from tests.kube_env import KubeAPI, Kubelet, kubectl_on_path
 from tests.redfish_lab import PASSWORD, USERNAME, Emulator, fake_system
+from tests.test_bootstrap_kube import forget_nodes
 from tests.test_hosts_testbed import TESTBED_VARS, air_gapped_site
 
 pytestmark = [pytest.mark.slow, pytest.mark.testbed, pytest.mark.bmc, pytest.mark.rgw, pytest.mark.kube]
@@ -189,6 +190,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, kube_apiserver: KubeAPI, kubel
             store = ObjectStore(ceph.endpoint, S3Credentials(user.access_key, user.secret_key))
             # The nodes as their kubelets register them before acceptance (there is no kubelet here: through the
             # API): tainted fjord.io/acceptance=pending (k8s_node's --register-with-taints), and cordoned.
+            forget_nodes(kube_apiserver, nodes)  # the session's API server: start from no node objects
             for n in nodes:
                 kubelet.register(n, {"fjord.io/accepted": "false"})
                 kube_apiserver.request(

@@ -14,9 +14,19 @@ import pytest
 
 from fjord.bootstrap.kube import registration
 from fjord.bootstrap.plan import NodeState
-from tests.kube_env import KubeAPI, Kubelet, kubectl_on_path
+from tests.kube_env import ApiError, KubeAPI, Kubelet, kubectl_on_path
 
 TAINT = {"key": "fjord.io/acceptance", "value": "pending", "effect": "NoSchedule"}
+
+
+def forget_nodes(api: KubeAPI, names: list[str]) -> None:
+    """Delete these Node objects (the API server is the session's: another test may have registered them)."""
+    for n in names:
+        try:
+            api.request("DELETE", f"/api/v1/nodes/{n}")
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
 
 
 def _node(name: str, taints: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -36,7 +46,11 @@ def test_registration_names_nodes_that_could_take_work_before_acceptance() -> No
 
 @pytest.mark.kube
 def test_the_scheduler_phase_reads_the_registration_from_the_api_server(
-    kube_apiserver: KubeAPI, kubelet: Kubelet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube_apiserver: KubeAPI,
+    kubelet: Kubelet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     from fjord.cli.bootstrap import PhaseFailed, Run, _kube_registration
     from fjord.sizing.site import size_site
@@ -47,6 +61,8 @@ def test_the_scheduler_phase_reads_the_registration_from_the_api_server(
     nodes = [h.name for h in size.hosts()][:3]
     # Registered as their kubelets would (through the API; there is no kubelet): two with the acceptance taint,
     # one without it; the third node has not joined.
+    forget_nodes(kube_apiserver, nodes)
+    request.addfinalizer(lambda: forget_nodes(kube_apiserver, nodes))
     for n, taints in ((nodes[0], [TAINT]), (nodes[1], [])):
         kubelet.register(n)
         kube_apiserver.request(
