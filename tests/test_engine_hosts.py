@@ -4,8 +4,9 @@ Debian 12 hosts (tests/testbed.py), one testbed for the module.
 The stack is the dev site made Slurm-only and air-gapped on the testbed's mirror. `fjord:hostVars` tells the
 program how to reach each host (the testbed's addresses and key), `fjord:hostTags: [base]` keeps the playbook to
 the base role (packages, time, kernel settings and limits: what every host gets; the GPU roles skip themselves
-on these hosts anyway, and the Slurm roles would need a whole cluster). Each step's JSON report, the state and
-the hosts' own files are checked.
+on these hosts anyway, and the Slurm roles would need a whole cluster). The whole cycle keeps its state in the
+site's own Ceph RGW (tests/ceph_cluster.py); the fault test, on a file:// backend. Each step's JSON report, the
+state and the hosts' own files are checked.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from typing import Any
 import pytest
 import requests
 
+from fjord.adapters.s3 import ObjectStore, S3Credentials
 from fjord.providers.playbook import PACKED, unpack_inventory
 from fjord.sizing.site import size_site
 from fjord.spec.load import default_site, load_site
 from tests import testbed as tb
 
+from .ceph_cluster import CephCluster
 from .conftest import DEV_NODES
 from .engine_env import Project, make_project
 from .redfish_lab import PASSWORD as BMC_PASSWORD
@@ -39,6 +42,7 @@ from .test_hosts_testbed import TESTBED_VARS, _unavailable
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.bmc,
+    pytest.mark.rgw,
     pytest.mark.slow,
     pytest.mark.testbed,
     pytest.mark.usefixtures("engine"),
@@ -65,11 +69,14 @@ def ansible_state() -> Iterator[str]:
     shutil.rmtree(state, ignore_errors=True)
 
 
-def lab_site(bed: tb.Testbed, bmc_url: str, **bmc: Any) -> dict[str, Any]:
-    """The dev site, Slurm-only, its BMCs on the emulator, air-gapped on the testbed's mirror."""
+def lab_site(bed: tb.Testbed, bmc_url: str, store: str | None = None, **bmc: Any) -> dict[str, Any]:
+    """The dev site, Slurm-only, its BMCs on the emulator, air-gapped on the testbed's mirror; `store`: the
+    endpoint of its object store (its state bucket)."""
     site = slurm_site(bmc_url, **bmc)
     site["software"] |= {"os": "debian-12", "driver_source": "mirror"}
     site["air_gap"] = {"packages": bed.mirror_url, "registry": "registry.testbed.local", "charts": "https://c.local"}
+    if store is not None:
+        site["object_store"] = {"endpoint": store, "jurisdiction": "EEA", "max_attempts": 3}
     return site
 
 
@@ -100,15 +107,33 @@ def chrony_opts(host: tb.Host) -> str:
 
 
 def test_nodes_and_hosts_through_the_engine(
-    tmp_path: Path, bed: tb.Testbed, dev_bmcs: Emulator, ansible_state: str
+    tmp_path: Path,
+    bed: tb.Testbed,
+    dev_bmcs: Emulator,
+    ceph: CephCluster,
+    ansible_state: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """preview -> up (nodes powered and booted, hosts configured) -> no changes -> one spec change (who logs in to
     the hosts) shows as exactly that change -> up -> a node powered off and a host's file edited behind fjord's
-    back -> refresh shows both -> up repairs exactly those -> destroy."""
-    project = make_project(tmp_path, "hosts")
+    back -> refresh shows both -> up repairs exactly those -> destroy. The state lives in the site's own Ceph RGW
+    (`fjord state init`, then the `pulumi login s3://...` URL it prints)."""
+    user = ceph.create_user("fjord-hosts")
+    for key, value in {
+        "FJORD_S3_ACCESS_KEY_ID": user.access_key,  # fjord state init
+        "FJORD_S3_SECRET_ACCESS_KEY": user.secret_key,
+        "AWS_ACCESS_KEY_ID": user.access_key,  # the engine's s3:// backend
+        "AWS_SECRET_ACCESS_KEY": user.secret_key,
+    }.items():
+        monkeypatch.setenv(key, value)
+    project = make_project(tmp_path, "hosts", backend="")
     env = {"FJORD_ANSIBLE_STATE": ansible_state}
-    site = lab_site(bed, dev_bmcs.url)
+    site = lab_site(bed, dev_bmcs.url, ceph.endpoint)
     project.write_stack(site, **host_config(bed))
+    init = project.fjord_raw("state", "init")
+    assert init.returncode == 0, init.stderr
+    project.backend = init.stdout.split("pulumi login '", 1)[1].split("'", 1)[0]
+    assert project.backend.startswith("s3://dev-state?endpoint="), project.backend
     project.init(bmc_password=BMC_PASSWORD)
 
     # preview: nodes and hosts would be created; nothing is done to either.
@@ -139,7 +164,7 @@ def test_nodes_and_hosts_through_the_engine(
 
     # One spec change: fjord logs in as the operator account and becomes root with sudo. The preview shows
     # exactly that: the unit's HostConfig (its inventory), nothing of the nodes.
-    site = lab_site(bed, dev_bmcs.url) | {"host_access": {"ssh_user": tb.OPERATOR}}
+    site = lab_site(bed, dev_bmcs.url, ceph.endpoint) | {"host_access": {"ssh_user": tb.OPERATOR}}
     project.write_stack(site, **host_config(bed))
     one = project.report("preview", **env)
     assert [(op, t, name) for op, t, name in changes(one)] == [("update", HOSTS, UNIT_HOSTS)]
@@ -194,6 +219,15 @@ def test_nodes_and_hosts_through_the_engine(
     finally:
         for key in root_keys:
             key.with_suffix(".off").rename(key)
+
+    # The state, read back from the bucket: both resources, the BMC password only as ciphertext.
+    store = ObjectStore(ceph.endpoint, S3Credentials(user.access_key, user.secret_key))
+    objects = [o.key for o in store.list("dev-state", ".pulumi/stacks/", with_metadata=False)]
+    text = "\n".join(store.get_bytes("dev-state", k).decode() for k in objects if k.endswith("hosts.json"))
+    assert POOL in text
+    assert HOSTS in text
+    assert "ciphertext" in text
+    assert BMC_PASSWORD not in text
 
     # destroy (clusters are protected until listed in fjord:allowRemove): the resources leave the state; the
     # nodes keep running and the hosts keep their configuration.

@@ -383,7 +383,7 @@ def run_playbook(
         error = ""
         if crashed:
             lines = [line for line in runner.stdout.read().splitlines() if line.strip()]
-            error = "\n".join(lines[-40:]) or f"ansible-runner status {runner.status}"
+            error = "\n".join(lines[-40:]) or f"ansible-runner status {runner.status}, rc {runner.rc}, no output"
         return PlaybookResult(
             playbook=playbook,
             status=str(runner.status),

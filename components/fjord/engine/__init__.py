@@ -252,6 +252,10 @@ def _engine_env(bin_dir: Path, backend: str, extra: Mapping[str, str] | None) ->
         # The provider shim runs `<virtualenv>/bin/python -m pulumi.dynamic`: this interpreter's environment.
         "PULUMI_RUNTIME_VIRTUALENV": sys.prefix,
         "PULUMI_PYTHON_CMD": sys.executable,
+        # The providers fork (HostConfig runs ansible-playbook through a pty). gRPC's post-fork handler starts a
+        # polling thread in the child before it execs, which now and then segfaults there (grpc/grpc#13873,
+        # #43055): the playbook then dies without a line of output. The providers never use gRPC in a child.
+        "GRPC_ENABLE_FORK_SUPPORT": "false",
     }
     env.update(extra or {})
     return env
