@@ -39,7 +39,9 @@ from fjord.spec.load import default_site, load_site  # noqa: E402
 TARGET_S = 300.0
 
 
-def _bootstrap(folder: Path, env: dict[str, str], host_vars: Path, batch: int) -> tuple[float, dict[str, Any]]:
+def _bootstrap(
+    folder: Path, env: dict[str, str], host_vars: Path, batch: int, engine: bool = True
+) -> tuple[float, dict[str, Any]]:
     argv = [
         str(Path(sys.executable).parent / "fjord"),
         "bootstrap",
@@ -51,6 +53,7 @@ def _bootstrap(folder: Path, env: dict[str, str], host_vars: Path, batch: int) -
         "--batch-size",
         str(batch),
         "--json",
+        *([] if engine else ["--no-engine"]),
     ]
     started = time.monotonic()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=1800)
@@ -65,12 +68,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--batch-size", type=int, default=64, help="nodes per site.yml run")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--no-engine", action="store_true", help="bare metal without the Pulumi engine (fjord bootstrap --no-engine)"
+    )
     args = parser.parse_args()
     reason = tb.unavailable_reason() or (
         f"Ceph is not installed ({', '.join(missing_binaries())})" if missing_binaries() else None
     )
     try:
-        engine_bin()
+        if not args.no_engine:
+            engine_bin()
     except EngineUnavailable as exc:
         reason = reason or str(exc)
     if reason:
@@ -101,8 +108,8 @@ def main() -> int:
                     "PULUMI_SKIP_UPDATE_CHECK": "true",
                 }
                 env.pop("PULUMI_BACKEND_URL", None)
-                first_wall, first = _bootstrap(folder, env, hv, args.batch_size)
-                rerun_wall, rerun = _bootstrap(folder, env, hv, args.batch_size)
+                first_wall, first = _bootstrap(folder, env, hv, args.batch_size, not args.no_engine)
+                rerun_wall, rerun = _bootstrap(folder, env, hv, args.batch_size, not args.no_engine)
         finally:
             emulator.stop()
     rows = [
@@ -118,7 +125,8 @@ def main() -> int:
         }
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"bootstrap: dev site, {len(nodes)} nodes, {os.cpu_count()} CPUs, same run; seconds per phase")
+    how = "directly (--no-engine)" if args.no_engine else "through the Pulumi engine"
+    print(f"bootstrap: dev site, {len(nodes)} nodes, {os.cpu_count()} CPUs, bare metal {how}; seconds per phase")
     print(f"{'phase':<12}{'first run':>11}{'rerun':>9}  rerun's detail")
     for p, f, r, detail in rows:
         print(f"{p:<12}{f:>11.1f}{r:>9.1f}  {detail[:70]}")
