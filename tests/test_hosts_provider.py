@@ -98,37 +98,19 @@ def test_hosts_can_be_left_alone(registrations: list[Registration]) -> None:
     assert not [r for r in registrations if r.type == "pulumi-python:dynamic/hosts:HostConfig"]
 
 
-# --- what an update runs: hosts in service only through the drained, batched rollout --------------------------
+# --- what an update runs: site.yml for new hosts and configuration; hosts in service get version and role changes
+# only from their cluster's drained rollout (tests/test_rollout.py) -------------------------------------------------
 
 HOSTS = [f"dev-h100-su000-n{i:03d}" for i in range(4)]
-ROLLOUT = {"playbook": "upgrade-gpu-stack.yml", "batch_percent": 25, "max_fail_percentage": 10}
-IN_SERVICE: dict[str, Any] = OLD | {"hosts": HOSTS, "rollout": ROLLOUT, "versions": {"cuda": "12.8", "bios": {}}}
+IN_SERVICE: dict[str, Any] = OLD | {"hosts": HOSTS, "versions": {"cuda": "12.8", "bios": {}}}
 
 
-def test_a_version_bump_rolls_hosts_in_service_and_never_runs_site_yml_on_them() -> None:
+def test_a_version_bump_never_runs_site_yml_on_hosts_in_service() -> None:
     news = IN_SERVICE | {"versions": {"cuda": "12.9", "bios": {}}, "inventory_digest": "c" * 64}
-    (run,) = update_runs(IN_SERVICE, news)
-    assert run.playbook == "upgrade-gpu-stack.yml"
-    assert run.limit == tuple(HOSTS)
-    assert run.extra_vars == {
-        "fjord_upgrade_batch_percent": 25,
-        "fjord_upgrade_max_fail_percentage": 10,
-        "fjord_upgrade_reboot_always": False,
-    }
-
-
-def test_new_hosts_get_site_yml_and_hosts_in_service_the_rollout() -> None:
-    news = IN_SERVICE | {"hosts": [*HOSTS, "dev-h100-su000-n004"], "playbooks_digest": "d" * 64}
-    rollout, site = update_runs(IN_SERVICE, news)
-    assert (rollout.playbook, rollout.limit) == ("upgrade-gpu-stack.yml", tuple(HOSTS))
+    assert update_runs(IN_SERVICE, news) == []
+    grown = news | {"hosts": [*HOSTS, "dev-h100-su000-n004"], "playbooks_digest": "d" * 64}
+    (site,) = update_runs(IN_SERVICE, grown)
     assert (site.playbook, site.limit) == ("site.yml", ("dev-h100-su000-n004",))
-
-
-def test_a_bios_change_reboots_each_drained_host() -> None:
-    news = IN_SERVICE | {"versions": {"cuda": "12.8", "bios": {"SriovGlobalEnable": "Enabled"}}}
-    (run,) = update_runs(IN_SERVICE, news)
-    assert run.playbook == "upgrade-gpu-stack.yml"
-    assert run.extra_vars["fjord_upgrade_reboot_always"] is True
 
 
 def test_configuration_only_changes_rerun_site_yml_and_failures_retry_where_they_were() -> None:
@@ -138,15 +120,10 @@ def test_configuration_only_changes_rerun_site_yml_and_failures_retry_where_they
     failed = IN_SERVICE | {"failed_hosts": [HOSTS[1]]}
     (retry,) = update_runs(failed, IN_SERVICE)
     assert (retry.playbook, retry.limit) == ("site.yml", (HOSTS[1],))
-    # A host the rollout left behind is rolled again, drained, never given site.yml.
-    pending = IN_SERVICE | {"rollout_pending": [HOSTS[2]], "failed_hosts": [HOSTS[2]]}
-    assert HostConfigProvider().diff("dev/su_h100_000", pending, IN_SERVICE).changes is True
-    runs = update_runs(pending, IN_SERVICE)
-    assert [(r.playbook, r.limit) for r in runs] == [("upgrade-gpu-stack.yml", (HOSTS[2],))]
     assert update_runs(IN_SERVICE, dict(IN_SERVICE)) == []
 
 
 def test_a_state_without_recorded_hosts_counts_every_host_in_service() -> None:
     before = {k: v for k, v in IN_SERVICE.items() if k != "hosts"}
     news = IN_SERVICE | {"versions": {"cuda": "12.9", "bios": {}}}
-    assert [r.playbook for r in update_runs(before, news)] == ["upgrade-gpu-stack.yml"]
+    assert update_runs(before, news) == []

@@ -8,7 +8,6 @@ except under FJORD_REQUIRE_INTEGRATION=1 (CI), where that fails.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import os
 import shutil
@@ -278,45 +277,53 @@ def test_host_config_resource_records_failures_and_reruns_them(bed: Bed, monkeyp
     assert provider.diff(rid, retried, changed).changes is False
 
 
-def test_a_version_bump_rolls_hosts_in_service_batch_by_batch(bed: Bed) -> None:
-    """A software version bump reaches hosts in service only through the drained rollout: HostConfig's update
-    runs upgrade-gpu-stack.yml (never site.yml) with the cluster's batch_percent as `serial`, so each batch (here
-    one host of four) is taken out of service, changed, validated and returned before the next one starts. (The
-    inventory keeps the versions the testbed's mirror serves; the bump is what makes the update choose the rollout.)"""
-    from fjord.providers.playbook import update_runs
+def test_a_version_bump_rolls_hosts_in_service_batch_by_batch(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A software version bump reaches hosts in service only through the cluster's drained rollout: the
+    ClusterRollout's update runs upgrade-gpu-stack.yml (never site.yml) one batch of the cluster's batch_percent
+    after the other (here one host of four), each taken out of service, changed, validated and returned before
+    the next batch starts. (The inventory keeps the versions the testbed's mirror serves; the bump is what makes
+    the update roll.)"""
+    from fjord.adapters import ansible
+    from fjord.hosts.inventory import cluster_inventory
+    from fjord.providers.rollout import ClusterRolloutProvider
 
+    monkeypatch.setenv("FJORD_ANSIBLE_STATE", str(bed.settings.state_dir))
     converged = bed.run()  # hosts in service have been through site.yml (their apt sources, their packages)
     assert converged.ok, {h: r.failures for h, r in converged.hosts.items()}
-    unit = size_site(bed.site).clusters[0].units[0]
-    hosts = [n.name for n in unit.nodes()]
+    cluster = size_site(bed.site).clusters[0]
+    hosts = [n.name for u in cluster.units for n in u.nodes()]
+    runs: list[tuple[str, tuple[str, ...], list[ProgressEvent]]] = []
+    real = ansible.run_playbook
+
+    def recorded(playbook: str, inventory: Any, **kw: Any) -> PlaybookResult:
+        events: list[ProgressEvent] = []
+        runs.append((playbook, tuple(kw["limit"]), events))
+        return real(playbook, inventory, on_event=events.append, **kw)
+
+    monkeypatch.setattr(ansible, "run_playbook", recorded)
+    inventory = cluster_inventory(bed.site, cluster, host_vars=bed.vars)
     rollout = {"playbook": "upgrade-gpu-stack.yml", "batch_percent": 25, "max_fail_percentage": 0}
-    olds = {"playbook": PLAYBOOK, "hosts": hosts, "rollout": rollout, "versions": {"cuda": "12.8", "bios": {}}}
-    news = olds | {"versions": {"cuda": "12.9", "bios": {}}}
-    (run,) = update_runs(olds, news)
-    assert (run.playbook, run.limit) == ("upgrade-gpu-stack.yml", tuple(hosts))
-    events: list[ProgressEvent] = []
-    inventory = unit_inventory(bed.site, unit, host_vars=bed.vars)
-    result = run_playbook(
-        run.playbook,
-        inventory.data,
-        site=bed.site.name,
-        limit=run.limit,
-        extra_vars=run.extra_vars,
-        settings=bed.settings,
-        on_event=events.append,
+    olds: dict[str, Any] = {
+        "site": bed.site.name,
+        "cluster": cluster.name,
+        "inventory": inventory.to_json(),
+        "hosts": hosts,
+        "versions": {"cuda": "12.8", "bios": {}},
+        "playbooks_digest": "a" * 64,
+        "rollout": rollout,
+    }
+    outs = dict(
+        ClusterRolloutProvider().update("x", olds, olds | {"versions": {"cuda": "12.9", "bios": {}}}).outs or {}
     )
-    assert not result.crashed, result.error
-    assert result.ok, {h: r.failures for h, r in result.hosts.items()}
-    assert sorted(result.hosts) == sorted(hosts)
-    # Batches of one host: every host's tasks run before the next host's first task (Ansible's serial).
-    order = [e.host for e in events if e.host and e.kind in ("ok", "changed", "skipped", "failed")]
-    first = {h: order.index(h) for h in hosts}
-    last = {h: len(order) - 1 - order[::-1].index(h) for h in hosts}
-    batches = sorted(hosts, key=first.__getitem__)
-    assert all(last[a] < first[b] for a, b in itertools.pairwise(batches)), order
-    # Each host was taken out of service (here: said why it could not be cordoned) before it was changed.
-    said = [e.host for e in events if e.task == "Upgrade | Say why the node is not cordoned" and e.kind == "ok"]
-    assert sorted(said) == sorted(hosts)
+    assert (outs["failed_hosts"], outs["unreachable_hosts"], outs["rollout_pending"]) == ([], [], [])
+    assert outs["batches"] == [[h] for h in hosts]
+    # One run per batch, in the cluster's order, each of the rollout playbook on its batch alone.
+    assert [(p, limit) for p, limit, _ in runs] == [("upgrade-gpu-stack.yml", (h,)) for h in hosts]
+    for _, (host,), events in runs:
+        assert {e.host for e in events if e.host} == {host}
+        # Taken out of service (here: said why it could not be cordoned) before it was changed.
+        said = [e for e in events if e.task == "Upgrade | Say why the node is not cordoned" and e.kind == "ok"]
+        assert len(said) == 1
 
 
 def test_host_config_read_finds_a_file_changed_on_a_host(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:

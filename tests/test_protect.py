@@ -47,6 +47,7 @@ def test_clusters_and_namespaces_are_protected_units_are_not(registrations: list
         "fjord:components:ScalableUnit",
         "pulumi-python:dynamic/baremetal:NodePool",
         "pulumi-python:dynamic/hosts:HostConfig",
+        "pulumi-python:dynamic/hosts:ClusterRollout",
         "kubernetes:helm.sh/v3:Release",
     ):
         found = by_type(registrations, releasable)

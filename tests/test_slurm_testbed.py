@@ -260,3 +260,77 @@ def test_imex_files_of_an_nvl72_rack_are_written_and_the_service_left_to_gpu_hos
     said = _kinds(events, "Imex | Say why the IMEX service is not installed here")
     assert said == dict.fromkeys(HOSTS, "ok")
     assert _kinds(events, "Imex | Install and start the IMEX service") == dict.fromkeys(HOSTS, "skipped")
+
+
+def test_the_rollout_is_per_cluster_and_stops_it_whole(sbed: SlurmBed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster's four hosts as two scalable units of two (two unit groups in its inventory), its upgrade
+    policy batch_percent 25, max_fail_percentage 0; unit 0's second node fails its validation after the upgrade.
+    The ClusterRollout's update, for real with the Slurm drain: one node of the cluster at a time in the
+    cluster's order, across the units; the failed node stays drained with fjord's reason; the rest of the
+    cluster, the whole of unit 1, is never drained. Once mended, the next update rolls exactly what was left."""
+    from fjord.providers.rollout import ClusterRolloutProvider
+
+    monkeypatch.setenv("FJORD_ANSIBLE_STATE", str(sbed.settings.state_dir))
+    units = [HOSTS[:2], HOSTS[2:]]
+    bad = HOSTS[1]
+
+    def inventory(broken: bool) -> str:
+        extra = {"gpu_validate_without_gpu": True, "gpu_validate_required": ["os_release"]}
+        extra["gpu_validate_os"] = "ubuntu-22.04"  # these hosts run Debian 12: the check fails
+        host_vars = sbed.vars | ({bad: sbed.vars[bad] | extra} if broken else {})
+        doc = build_inventory(sbed.site, size_site(sbed.site), host_vars=host_vars).data
+        children = doc["all"]["children"]
+        one = children.pop("su_h100_000")
+        for i, names in enumerate(units):
+            children[f"su_h100_{i:03d}"] = {
+                "vars": {"fjord_scalable_unit": i},
+                "hosts": {h: one["hosts"][h] for h in names},
+            }
+        children["cluster_h100"]["children"] = {"su_h100_000": None, "su_h100_001": None}
+        return json.dumps(doc)
+
+    props: dict[str, Any] = {
+        "site": sbed.site.name,
+        "cluster": "h100",
+        "inventory": inventory(broken=True),
+        "hosts": HOSTS,
+        "versions": {"cuda": "12.8", "bios": {}},
+        "playbooks_digest": "a" * 64,
+        "rollout": {"playbook": "upgrade-gpu-stack.yml", "batch_percent": 25, "max_fail_percentage": 0},
+    }
+    provider = ClusterRolloutProvider()
+    created = dict(provider.create(dict(props)).outs or {})
+    assert sbed.wait_states("idle") == dict.fromkeys(HOSTS, "idle")
+    since = sbed.sh("date -u +%Y-%m-%dT%H:%M:%S").strip()
+    bump = props | {"versions": {"cuda": "12.9", "bios": {}}}
+    outs = dict(provider.update("dev/h100", created, dict(bump)).outs or {})
+    # Batches of one node of the cluster, in its order: unit 0's first node, then its second, which failed.
+    assert outs["batches"] == [[HOSTS[0]], [bad]]
+    assert outs["failed_hosts"] == [bad]
+    assert outs["rollout_pending"] == [bad, *units[1]]
+    assert "batch 2 of 4: 1 of 1 nodes failed" in outs["stopped"]
+
+    def fjord_drains() -> list[str]:
+        out = sbed.sh(f"sacctmgr --noheader --parsable2 list event start={since} format=NodeName,Reason")
+        return [line.split("|")[0] for line in out.splitlines() if line.endswith("|fjord: upgrade-gpu-stack")]
+
+    # Slurm's own record: unit 0's nodes were drained by fjord, the failed one stays drained; unit 1 was never
+    # drained (slurmctld sends events in order: the failed node's is there, so an earlier one would be too).
+    deadline = time.monotonic() + 30
+    while bad not in fjord_drains() and time.monotonic() < deadline:
+        time.sleep(1)
+    drained = fjord_drains()
+    assert set(drained) == {HOSTS[0], bad}, drained
+    states = sbed.states()
+    assert {h: states[h] for h in (HOSTS[0], *units[1])} == dict.fromkeys((HOSTS[0], *units[1]), "idle")
+    assert states[bad] == "drained"
+    assert sbed.sh(f"sinfo --noheader --Node --nodes {bad} --format '%E'").strip() == "fjord: upgrade-gpu-stack"
+
+    # Mended: the next update rolls the failed node and the nodes never reached, in order, and returns them all.
+    mended = bump | {"inventory": inventory(broken=False)}
+    assert provider.diff("dev/h100", outs, mended).changes is True
+    final = dict(provider.update("dev/h100", outs, dict(mended)).outs or {})
+    assert final["batches"] == [[bad], [HOSTS[2]], [HOSTS[3]]]
+    assert (final["failed_hosts"], final["rollout_pending"], final["stopped"]) == ([], [], "")
+    assert sbed.wait_states("idle") == dict.fromkeys(HOSTS, "idle")
+    assert provider.diff("dev/h100", final, mended).changes is False

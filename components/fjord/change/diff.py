@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from math import ceil
 from typing import Any
 
 from fjord.sizing.alloc import Allocation, differences
@@ -289,7 +288,7 @@ def diff_sites(stack: str, old: Side, new: Side) -> SiteDiff:
                 restarted=restarted,
                 reasons=tuple(reasons),
                 batch_percent=pct,
-                batch_nodes=max(1, ceil(existing * pct / 100)) if restarted else 0,
+                batch_nodes=spec.upgrade.batch_nodes(existing) if restarted and spec is not None else 0,
                 max_fail_percentage=spec.upgrade.max_fail_percentage if spec is not None else 0,
                 moved=tuple(moved),
             )

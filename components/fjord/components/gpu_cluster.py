@@ -1,9 +1,10 @@
 """GpuCluster: one cluster of one SKU, as one ScalableUnit resource per scalable unit (and, on Kubernetes
 clusters, its Platform).
 
-Granularity: a scalable unit (32 HGX nodes, or 8 NVL72 racks) is the unit that is built, cabled,
-provisioned and upgraded together, so it is one resource managing its nodes in bulk. A 100k-GPU site is
-then a few hundred resources, not tens of thousands (see the README, "Scale").
+Granularity: a scalable unit (32 HGX nodes, or 8 NVL72 racks) is the unit that is built, cabled and
+provisioned together, so it is one resource managing its nodes in bulk. A 100k-GPU site is then a few hundred
+resources, not tens of thousands (see the README, "Scale"). A change of the GPU stack of nodes in service rolls
+through the cluster as a whole (one ClusterRollout per cluster, docs/safe-change.md), not unit by unit.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import pulumi
 
 from fjord.components._outputs import plain
 from fjord.components.platform import Platform, PlatformArgs
-from fjord.hosts.inventory import unit_group, unit_inventory
+from fjord.hosts.inventory import cluster_inventory, unit_group, unit_inventory
 from fjord.platform import ClusterPlatform
 from fjord.providers.baremetal import NodePool, unit_props
-from fjord.providers.playbook import ROLLOUT_PLAYBOOK, HostConfig, HostConfigArgs
+from fjord.providers.playbook import HostConfig, HostConfigArgs
+from fjord.providers.rollout import ClusterRollout, ClusterRolloutArgs
 from fjord.sizing.bmc import bmc_endpoints
 from fjord.sizing.site import ClusterSize, Node, ScalableUnitSize
 from fjord.spec.models import Bmc
@@ -163,16 +165,25 @@ class GpuCluster(pulumi.ComponentResource):
         self.host_configs = []
         # The cluster group's variables, built for the first unit and shared by the others' inventories.
         group_vars: dict[str, dict[str, Any]] = {}
+        nodes_by_unit: dict[int, Sequence[Node]] = {}
         for u in c.units:
-            # A unit's nodes are derived once here for both layers that need them, not once per layer.
-            nodes = u.nodes()
+            # A unit's nodes are derived once here for every layer that needs them, not once per layer.
+            nodes = nodes_by_unit[u.index] = u.nodes()
             unit_args = ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal, nodes=nodes)
             self.units.append(ScalableUnit(unit_resource_name(name, u.index), unit_args, child))
-            if args.hosts is not None:
-                # Beside its unit (a unit stays a leaf of the tree): the unit's hosts, configured by a playbook,
-                # after its bare-metal layer has staged any BIOS change the drained rollout then reboots into.
-                after = self.units[-1].bare_metal
-                hosts = _host_config(f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes, c, after, group_vars)
+        self.rollout: ClusterRollout | None = None
+        if args.hosts is not None:
+            # One drained rollout for the whole cluster, after every unit's bare-metal layer has staged any BIOS
+            # change it reboots into; each unit's hosts (beside the unit: a unit stays a leaf of the tree) wait
+            # for it, so that site.yml never reaches a host the rollout has not finished.
+            pools = [unit.bare_metal for unit in self.units if unit.bare_metal is not None]
+            self.rollout = _rollout(f"{name}-rollout", args.hosts, c, nodes_by_unit, self, pools, group_vars)
+            for unit in self.units:
+                u = unit.unit
+                after = [self.rollout, *([unit.bare_metal] if unit.bare_metal is not None else [])]
+                hosts = _host_config(
+                    f"{name}-su{u.index:03d}-hosts", args.hosts, u, self, nodes_by_unit[u.index], c, after, group_vars
+                )
                 self.host_configs.append(hosts)
         self.platform = (
             Platform(f"{name}-platform", PlatformArgs(args.platform, protect_namespaces=args.protect), child)
@@ -197,45 +208,67 @@ class GpuCluster(pulumi.ComponentResource):
         )
 
 
-def _host_config(
-    name: str,
-    hosts: HostsArgs,
-    unit: ScalableUnitSize,
-    parent: pulumi.Resource,
-    nodes: Sequence[Node],
-    sized: ClusterSize,
-    after: pulumi.Resource | None = None,
-    group_vars: dict[str, dict[str, Any]] | None = None,
-) -> HostConfig:
+def _versions(hosts: HostsArgs, cluster: str) -> dict[str, Any]:
+    """What reaches hosts in service only through the drained, batched rollout (docs/safe-change.md)."""
     spec, sw = hosts.site, hosts.site.software
-    cluster = spec.cluster(unit.cluster)
-    # What reaches hosts in service only through the drained, batched rollout (docs/safe-change.md).
-    versions = {
+    c = spec.cluster(cluster)
+    return {
         "os": sw.os,
         "driver_branch": sw.driver_branch,
         "driver_source": sw.driver_source,
         "cuda": sw.cuda,
         "kubernetes": sw.kubernetes,
-        "driver_owner": cluster.gpu_stack.driver,
-        "container_toolkit_owner": cluster.gpu_stack.container_toolkit,
+        "driver_owner": c.gpu_stack.driver,
+        "container_toolkit_owner": c.gpu_stack.container_toolkit,
         "bios": dict(spec.bmc.bios),
     }
+
+
+def _rollout(
+    name: str,
+    hosts: HostsArgs,
+    sized: ClusterSize,
+    nodes: dict[int, Sequence[Node]],
+    parent: pulumi.Resource,
+    after: Sequence[pulumi.Resource],
+    group_vars: dict[str, dict[str, Any]],
+) -> ClusterRollout:
+    args = ClusterRolloutArgs(
+        site=hosts.site.name,
+        cluster=sized.name,
+        inventory=cluster_inventory(hosts.site, sized, nodes=nodes, host_vars=hosts.host_vars, group_vars=group_vars),
+        hosts=tuple(n.name for u in sized.units for n in nodes[u.index]),
+        versions=_versions(hosts, sized.name),
+        playbooks_digest=hosts.playbooks_digest,
+        upgrade=hosts.site.cluster(sized.name).upgrade,
+    )
+    opts = pulumi.ResourceOptions(parent=parent, protect=False, depends_on=list(after) or None)
+    return ClusterRollout(name, args, opts)
+
+
+def _host_config(
+    name: str,
+    hosts: HostsArgs,
+    unit: ScalableUnitSize,
+    parent: GpuCluster,
+    nodes: Sequence[Node],
+    sized: ClusterSize,
+    after: Sequence[pulumi.Resource],
+    group_vars: dict[str, dict[str, Any]] | None = None,
+) -> HostConfig:
+    spec = hosts.site
     args = HostConfigArgs(
         site=spec.name,
         group=unit_group(unit),
         inventory=unit_inventory(
             spec, unit, host_vars=hosts.host_vars, nodes=nodes, cluster=sized, group_vars=group_vars
         ),
-        versions=versions,
+        versions=_versions(hosts, unit.cluster),
         playbook=hosts.playbook,
         playbooks_digest=hosts.playbooks_digest,
         hosts=tuple(n.name for n in nodes),
-        rollout={
-            "playbook": ROLLOUT_PLAYBOOK,
-            "batch_percent": cluster.upgrade.batch_percent,
-            "max_fail_percentage": cluster.upgrade.max_fail_percentage,
-        },
+        rollout_hosts_pending=parent.rollout.rollout_pending if parent.rollout is not None else None,
         tags=hosts.tags,
     )
-    opts = pulumi.ResourceOptions(parent=parent, protect=False, depends_on=[after] if after is not None else None)
+    opts = pulumi.ResourceOptions(parent=parent, protect=False, depends_on=list(after) or None)
     return HostConfig(name, args, opts)

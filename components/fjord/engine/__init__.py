@@ -325,8 +325,9 @@ def _known(value: Any) -> Any:
 
 
 def left_behind(resource: str, outputs: Mapping[str, Any]) -> list[str]:
-    """What a NodePool (`failed`: node -> error) or a HostConfig (`failed_hosts`, `unreachable_hosts`,
-    `drifted_hosts`) recorded as not done, one `resource: node: why` line each."""
+    """What a NodePool (`failed`: node -> error), a HostConfig (`failed_hosts`, `unreachable_hosts`,
+    `drifted_hosts`) or a ClusterRollout (those, `stopped` and `rollout_pending`) recorded as not done, one
+    `resource: node: why` line each."""
     lines: list[str] = []
     failed = outputs.get("failed")
     if isinstance(failed, Mapping):
@@ -335,6 +336,15 @@ def left_behind(resource: str, outputs: Mapping[str, Any]) -> list[str]:
         hosts = outputs.get(key)
         if isinstance(hosts, list):
             lines += [f"{resource}: {host}: {why}" for host in hosts]
+    # A ClusterRollout: why it stopped, and the hosts it never reached (still on the old versions, not drained).
+    if isinstance(outputs.get("stopped"), str) and outputs["stopped"]:
+        lines.append(f"{resource}: rollout stopped: {outputs['stopped']}")
+    pending = outputs.get("rollout_pending")
+    if isinstance(pending, list):
+        bad = {h for k in ("failed_hosts", "unreachable_hosts") for h in outputs.get(k) or []}
+        lines += [
+            f"{resource}: {host}: not rolled yet (the rollout stopped before it)" for host in pending if host not in bad
+        ]
     return lines
 
 

@@ -281,6 +281,22 @@ def unit_inventory(
     return doc.inventory()
 
 
+def cluster_inventory(
+    site: Site,
+    cluster: ClusterSize,
+    nodes: Mapping[int, Sequence[Node]] | None = None,
+    host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+    group_vars: dict[str, dict[str, Any]] | None = None,
+) -> Inventory:
+    """The inventory of one whole cluster, every scalable unit in it (what the cluster's drained rollout runs
+    on); `nodes` are the units' nodes by unit index when the caller has them already; `group_vars` as for
+    `unit_inventory` (the cluster group's variables, built once and shared)."""
+    doc = _Doc(site, host_vars or {}, {cluster.name: cluster}, group_vars)
+    for u in cluster.units:
+        doc.add_unit(u, nodes=None if nodes is None else nodes[u.index])
+    return doc.inventory()
+
+
 class _Doc:
     """An inventory document being built unit by unit."""
 

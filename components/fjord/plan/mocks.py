@@ -21,6 +21,8 @@ class Registration:
     custom: bool
     protect: bool = False
     """Registered with Pulumi's `protect`: the engine refuses to delete it."""
+    dependencies: tuple[str, ...] = ()
+    """The URNs it waits for (`depends_on` and the resources whose outputs it takes as inputs)."""
 
 
 class PlanMocks(pulumi.runtime.Mocks):
@@ -54,7 +56,15 @@ class RecordingMonitor(MockMonitor):
                 self.duplicates.append(urn)
             self._seen.add(urn)
             self.registrations.append(
-                Registration(urn, request.type, request.name, request.parent, request.custom, bool(request.protect))
+                Registration(
+                    urn,
+                    request.type,
+                    request.name,
+                    request.parent,
+                    request.custom,
+                    bool(request.protect),
+                    tuple(request.dependencies),
+                )
             )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 

@@ -11,11 +11,11 @@ that crashes, or in which no host succeeded, fails the resource (Pulumi keeps th
 
 Safe on a live site (docs/safe-change.md): a change that touches the GPU stack of hosts already in service (the
 software versions, the BIOS settings, the roles themselves) never reruns site.yml on them. Those hosts go
-through the drained rollout instead: `rollout_playbook` (playbooks/upgrade-gpu-stack.yml) with the cluster's
-`upgrade.batch_percent` as Ansible's `serial` and its `max_fail_percentage`, each host cordoned and drained,
-changed, rebooted where needed, validated and only then returned. Hosts new to the unit (not in service yet) get
-site.yml. Hosts the rollout did not finish (failed, unreachable, or never reached because the failure budget
-stopped it) are recorded in `rollout_pending` and rolled again by the next `pulumi up`, never given site.yml.
+through their cluster's drained rollout instead (`fjord.providers.rollout.ClusterRollout`, one per cluster,
+which this resource waits for): batches of the cluster's `upgrade.batch_percent`, each host drained, changed,
+rebooted where needed, validated and only then returned. Here, hosts new to the unit (not in service yet) get
+site.yml, and a configuration-only change reruns site.yml on the unit's hosts except those the cluster's
+rollout has not finished (`rollout_hosts_pending`, its output), which stay out of site.yml until it has.
 
 The provider object holds no clients (Pulumi pickles it into the resource's inputs).
 """
@@ -46,7 +46,10 @@ RETRY = ("failed_hosts", "unreachable_hosts", "drifted_hosts")
 """Outputs listing hosts the next update reruns the playbook on (failed, unreachable, or drifted at refresh)."""
 ROLLING = ("versions", "playbooks_digest")
 """Inputs whose change reaches hosts in service only through the drained rollout, never through site.yml."""
-ROLLOUT_PLAYBOOK = "upgrade-gpu-stack.yml"
+
+
+class RolloutMoved(RuntimeError):
+    """A HostConfig state from before the cluster's rollout (it rolled its own unit) with a rollout due."""
 
 
 @dataclass(frozen=True)
@@ -59,45 +62,36 @@ class Run:
 
 
 def update_runs(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[Run]:
-    """What an update runs, and on which hosts (pure: see the module docstring)."""
+    """What an update runs, and on which hosts (pure: see the module docstring). The hosts in service get
+    version and role changes from their cluster's rollout (ClusterRollout), never from here."""
     hosts: list[str] = list(news.get("hosts") or [])
     known = olds.get("hosts")
     # A state from before hosts were recorded: every host counts as in service (never site.yml'd unasked).
     in_service = set(hosts) if known is None else set(known)
     new_hosts = tuple(h for h in hosts if h not in in_service)
-    existing = [h for h in hosts if h in in_service]
-    pending = {*(olds.get("rollout_pending") or [])}
     rolling = any(olds.get(k) != news.get(k) for k in ROLLING)
-    roll = tuple(h for h in existing if rolling or h in pending)
-    runs: list[Run] = []
-    if roll:
-        rollout = dict(news.get("rollout") or {})
-        old_bios = (olds.get("versions") or {}).get("bios")
-        new_bios = (news.get("versions") or {}).get("bios")
-        runs.append(
-            Run(
-                str(rollout.get("playbook") or ROLLOUT_PLAYBOOK),
-                roll,
-                {
-                    "fjord_upgrade_batch_percent": int(rollout.get("batch_percent") or 10),
-                    "fjord_upgrade_max_fail_percentage": int(rollout.get("max_fail_percentage") or 0),
-                    # Staged BIOS settings take effect at a boot: the drained node is rebooted.
-                    "fjord_upgrade_reboot_always": old_bios != new_bios or bool(pending),
-                },
-            )
+    if "rollout" in olds and (rolling or olds.get("rollout_pending")):
+        # This unit rolled its own hosts before the rollout became the cluster's: a rollout due now would be
+        # lost (the cluster's resource starts from the hosts as they are). Refuse rather than skip it.
+        due = sorted(olds.get("rollout_pending") or []) or sorted(h for h in hosts if h in in_service)
+        raise RolloutMoved(
+            f"{news.get('group')}: its hosts in service are due a drained rollout ({', '.join(due[:5])}"
+            f"{', ...' if len(due) > 5 else ''}) recorded by a fjord from before the rollout became per cluster;"
+            " allowed: `pulumi up` once with the previous software versions and playbooks, then the change; or"
+            " roll them by hand first: `fjord configure <stack> --playbook upgrade-gpu-stack.yml --limit <hosts>`"
         )
+    held = set(news.get("rollout_hosts_pending") or [])
     if rolling:
-        if new_hosts:
-            runs.append(Run(str(news["playbook"]), new_hosts, {}))
-        return runs
+        return [Run(str(news["playbook"]), new_hosts, {})] if new_hosts else []
     same = all(olds.get(k) == news.get(k) for k in TRIGGERS)
-    retry = sorted({h for k in RETRY for h in olds.get(k) or [] if h in hosts and h not in roll})
+    retry = sorted({h for k in RETRY for h in olds.get(k) or [] if h in hosts and h not in held})
     if not same:
         # Same versions and roles: site.yml only converges configuration; it changes no driver on a host in service.
-        runs.append(Run(str(news["playbook"]), tuple(h for h in hosts if h not in roll), {}))
-    elif retry:
-        runs.append(Run(str(news["playbook"]), tuple(retry), {}))
-    return runs
+        limit = tuple(h for h in hosts if h not in held)
+        return [Run(str(news["playbook"]), limit, {})] if limit else []
+    if retry:
+        return [Run(str(news["playbook"]), tuple(retry), {})]
+    return []
 
 
 def playbooks_digest(folder: Path | None = None) -> str:
@@ -245,8 +239,10 @@ class HostConfigProvider(dyn.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         changed = [k for k in TRIGGERS if olds.get(k) != news.get(k)]
-        if any(olds.get(k) for k in RETRY) or olds.get("rollout_pending"):
+        if any(olds.get(k) for k in RETRY):
             changed.append("failed_hosts")  # the last run or refresh left hosts behind: run again
+        if "rollout" in olds:
+            changed.append("rollout")  # a state from before the cluster's rollout: rewritten once (update_runs)
         return dyn.DiffResult(
             changes=bool(changed), replaces=[], stables=["site", "group"], delete_before_replace=False
         )
@@ -263,7 +259,6 @@ class HostConfigProvider(dyn.ResourceProvider):
             "drifted_hosts": [],
             "failed_hosts": [],
             "unreachable_hosts": [],
-            "rollout_pending": [],
             "hosts_run": 0,
             "changed": 0,
         }
@@ -273,9 +268,6 @@ class HostConfigProvider(dyn.ResourceProvider):
             outs["unreachable_hosts"] += got["unreachable_hosts"]
             outs["hosts_run"] += got["hosts_run"]
             outs["changed"] += got["changed"]
-            if run.playbook != news["playbook"]:
-                done = set(got["done_hosts"])
-                outs["rollout_pending"] += [h for h in run.limit if h not in done]
         return dyn.UpdateResult(outs=outs)
 
     def _run(
@@ -314,7 +306,6 @@ class HostConfigProvider(dyn.ResourceProvider):
             "drifted_hosts": [],
             "failed_hosts": result.failed_hosts,
             "unreachable_hosts": result.unreachable_hosts,
-            "rollout_pending": [],
             "done_hosts": [h for h in result.hosts if h not in bad],
             "hosts_run": len(result.hosts),
             "changed": result.changed,
@@ -336,8 +327,8 @@ class HostConfigArgs:
     """Digest of the playbooks folder (playbooks_digest()): a role change rolls through the hosts in service."""
     hosts: tuple[str, ...] = ()
     """The group's host names: hosts new to the group get `playbook`, hosts in service only the rollout."""
-    rollout: dict[str, Any] | None = None
-    """The drained rollout: `batch_percent`, `max_fail_percentage` (the cluster's `upgrade`), `playbook`."""
+    rollout_hosts_pending: pulumi.Input[list[str]] | None = None
+    """Hosts the cluster's rollout has not finished (ClusterRollout's `rollout_pending`): never given site.yml."""
     tags: tuple[str, ...] = ()
     """Run only these role tags of `playbook` (fjord:hostTags); empty: every role."""
 
@@ -362,9 +353,8 @@ class HostConfig(dyn.Resource, module="hosts", name="HostConfig"):
             "versions": args.versions,
             "playbooks_digest": args.playbooks_digest,
             "hosts": list(args.hosts),
-            "rollout": args.rollout or {"playbook": ROLLOUT_PLAYBOOK, "batch_percent": 10, "max_fail_percentage": 0},
+            "rollout_hosts_pending": args.rollout_hosts_pending or [],
             "failed_hosts": None,
-            "rollout_pending": None,
             "unreachable_hosts": None,
             "drifted_hosts": None,
             "hosts_run": None,

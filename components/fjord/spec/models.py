@@ -254,6 +254,11 @@ class Upgrade(_Spec):
         default=0, ge=0, le=100, description="Failed nodes in a batch, in percent, that still let the upgrade go on."
     )
 
+    def batch_nodes(self, nodes: int) -> int:
+        """Nodes in one batch of a cluster of `nodes` nodes in service: `batch_percent` of them, rounded up, at
+        least one (fjord.hosts.rollout, `fjord diff`)."""
+        return max(1, -(-nodes * self.batch_percent // 100))
+
 
 class Acceptance(_Spec):
     """The acceptance gate: the checks a node must pass before it enters service (Slurm resume, Kubernetes

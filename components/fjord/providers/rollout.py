@@ -1,0 +1,209 @@
+"""ClusterRollout: a Pulumi dynamic resource per cluster that rolls a change of the GPU stack through the cluster's
+nodes in service, drained, batch after batch (docs/safe-change.md).
+
+One resource per cluster, not per scalable unit: the batches are `upgrade.batch_percent` of the whole cluster
+(fjord.hosts.rollout.batch_plan), the units of a cluster never roll at the same time, and a batch past
+`upgrade.max_fail_percentage` stops the rest of the cluster: no node of a later batch, in any unit, is drained
+or restarted. Different clusters roll at the same time (independent resources): a cluster is the failure
+domain the budget speaks about, and a site of many clusters is not held up by its slowest one.
+
+Inputs: the cluster's hosts in its order, its inventory (every unit's hosts, one JSON string), the software
+versions (BIOS settings included) and the playbooks' digest that the hosts get, and the rollout policy (the
+cluster's `upgrade`, the playbook). `update` rolls the hosts in service (recorded at the last run) when the
+versions or the roles changed, and the hosts a stopped or failed rollout left behind (`rollout_pending`);
+hosts new to the cluster are not in service yet and get site.yml from their unit's HostConfig, which waits
+for this resource and never gives site.yml to a host still pending here. `create` only records the hosts
+(a new cluster's hosts are configured by HostConfig); it rolls nothing.
+
+Each batch is one run of `playbook` limited to the batch (serial 100 % within it): each node drained (Slurm
+drain, Kubernetes cordon and drain), changed, rebooted where needed, validated and returned.
+The provider object holds no clients (Pulumi pickles it into the resource's inputs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from fjord.hosts.inventory import Inventory
+from fjord.hosts.rollout import Batch, BatchOutcome, RolloutResult, batch_plan, roll
+from fjord.providers.playbook import pack_inventory, unpack_inventory
+from fjord.spec.models import Upgrade
+
+ROLLING = ("versions", "playbooks_digest")
+"""Inputs whose change rolls every host in service."""
+ROLLOUT_PLAYBOOK = "upgrade-gpu-stack.yml"
+
+
+@dataclass(frozen=True)
+class Due:
+    """What an update rolls: the hosts (in the cluster's order), its batches, and whether each drained node is
+    rebooted whatever its driver did (staged BIOS settings)."""
+
+    hosts: tuple[str, ...]
+    batches: tuple[Batch, ...]
+    reboot: bool
+
+
+def due(olds: Mapping[str, Any], news: Mapping[str, Any]) -> Due:
+    """The hosts an update rolls and its batch plan (pure: see the module docstring)."""
+    hosts: list[str] = list(news.get("hosts") or [])
+    known = olds.get("hosts")
+    in_service = set(hosts) if known is None else set(known)
+    pending = set(olds.get("rollout_pending") or [])
+    rolling = any(olds.get(k) != news.get(k) for k in ROLLING)
+    todo = tuple(h for h in hosts if h in in_service and (rolling or h in pending))
+    old_bios = (olds.get("versions") or {}).get("bios")
+    new_bios = (news.get("versions") or {}).get("bios")
+    # Hosts left behind by a rollout that rebooted every node keep that need.
+    reboot = old_bios != new_bios or (bool(pending & set(todo)) and bool(olds.get("reboot_pending")))
+    policy = _policy(news)
+    plan = batch_plan(todo, len([h for h in hosts if h in in_service]), policy)
+    return Due(todo, tuple(plan), reboot)
+
+
+def _policy(props: Mapping[str, Any]) -> Upgrade:
+    rollout = props.get("rollout") or {}
+    return Upgrade(
+        batch_percent=int(rollout.get("batch_percent") or 10),
+        max_fail_percentage=int(rollout.get("max_fail_percentage") or 0),
+    )
+
+
+def check_inputs(news: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The problems with a ClusterRollout's inputs as (property, message), naming the value and what is allowed."""
+    problems: list[tuple[str, str]] = []
+    for key in ("site", "cluster"):
+        if not isinstance(news.get(key), str) or not news.get(key):
+            problems.append((key, f"is {news.get(key)!r}; allowed: a non-empty name"))
+    rollout = news.get("rollout")
+    if not isinstance(rollout, Mapping):
+        problems.append(("rollout", f"is {rollout!r}; allowed: batch_percent, max_fail_percentage and playbook"))
+    else:
+        for key, low in (("batch_percent", 1), ("max_fail_percentage", 0)):
+            value = rollout.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 100:
+                problems.append((f"rollout.{key}", f"is {value!r}; allowed: a whole number from {low} to 100"))
+    hosts = news.get("hosts")
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        problems.append(("hosts", f"is {hosts!r}; allowed: the cluster's host names"))
+    return problems
+
+
+class ClusterRolloutProvider(dyn.ResourceProvider):
+    """create records the hosts; diff and update roll the hosts in service (see the module docstring)."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        return dyn.CheckResult(news, [dyn.CheckFailure(k, m) for k, m in check_inputs(news)])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        changed = [k for k in (*ROLLING, "hosts", "rollout") if olds.get(k) != news.get(k)]
+        if olds.get("rollout_pending"):
+            changed.append("rollout_pending")  # the last rollout stopped or failed: roll those hosts again
+        return dyn.DiffResult(
+            changes=bool(changed), replaces=[], stables=["site", "cluster"], delete_before_replace=False
+        )
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        return dyn.CreateResult(id_=f"{props['site']}/{props['cluster']}", outs=_outputs(props, None, False))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        work = due(olds, news)
+        if not work.hosts:
+            return dyn.UpdateResult(outs=_outputs(news, None, False))
+        result = roll(work.batches, _policy(news).max_fail_percentage, lambda b: self._run(news, b, work.reboot))
+        return dyn.UpdateResult(outs=_outputs(news, result, work.reboot))
+
+    def _run(self, props: Mapping[str, Any], batch: Batch, reboot: bool) -> BatchOutcome:
+        # Imported here: the program only registers the resource; running the playbook is the provider's job.
+        from fjord.adapters.ansible import AnsibleSettings, run_playbook
+
+        rollout = props.get("rollout") or {}
+        result = run_playbook(
+            str(rollout.get("playbook") or ROLLOUT_PLAYBOOK),
+            json.loads(unpack_inventory(props["inventory"])),
+            site=props["site"],
+            limit=batch,
+            extra_vars={
+                # fjord cut the batch: the play takes it whole (one serial batch).
+                "fjord_upgrade_batch_percent": 100,
+                "fjord_upgrade_max_fail_percentage": _policy(props).max_fail_percentage,
+                # Staged BIOS settings take effect at a boot: the drained node is rebooted.
+                "fjord_upgrade_reboot_always": reboot,
+            },
+            settings=AnsibleSettings(),
+        )
+        unreachable = tuple(result.unreachable_hosts)
+        failed = tuple(result.failed_hosts)
+        done = tuple(h for h in batch if h in result.hosts and h not in failed and h not in unreachable)
+        return BatchOutcome(done, failed, unreachable, error=result.error if result.crashed else "")
+
+
+def _outputs(props: Mapping[str, Any], result: RolloutResult | None, reboot: bool) -> dict[str, Any]:
+    """The resource's outputs: its inputs (the hosts now in service among them) and what the rollout left."""
+    return dict(props) | {
+        "batches": [list(b) for b in result.batches] if result else [],
+        "failed_hosts": list(result.failed) if result else [],
+        "unreachable_hosts": list(result.unreachable) if result else [],
+        "rollout_pending": list(result.pending) if result else [],
+        "reboot_pending": bool(result and result.pending and reboot),
+        "stopped": result.stopped if result else "",
+        "hosts_run": sum(len(b) for b in result.batches) if result else 0,
+    }
+
+
+@dataclass(frozen=True)
+class ClusterRolloutArgs:
+    site: str
+    cluster: str
+    inventory: Inventory
+    """The cluster's inventory, every unit's hosts (fjord.hosts.inventory.cluster_inventory)."""
+    hosts: tuple[str, ...]
+    """The cluster's host names in its order (unit by unit, node by node): the order of the batches."""
+    versions: dict[str, Any]
+    """What reaches hosts in service only through this rollout (software versions, BIOS settings, GPU stack owners)."""
+    playbooks_digest: str
+    upgrade: Upgrade
+    """The cluster's `upgrade` policy."""
+    playbook: str = ROLLOUT_PLAYBOOK
+
+
+class ClusterRollout(dyn.Resource, module="hosts", name="ClusterRollout"):
+    """A cluster's drained, batched rollout. Outputs: `rollout_pending`, `failed_hosts`, `stopped`, `batches`."""
+
+    hosts_run: pulumi.Output[int]
+    """Pulumi reads this annotation to return the engine's number as an int (a float otherwise)."""
+    if TYPE_CHECKING:  # For type checkers only: Pulumi re-reads class annotations for every instance.
+        rollout_pending: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, args: ClusterRolloutArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        props: dict[str, Any] = {
+            "site": args.site,
+            "cluster": args.cluster,
+            # Packed as HostConfig's is (a Slurm cluster's variables are large): the engine copies every input.
+            "inventory": pack_inventory(args.inventory.to_json()),
+            "hosts": list(args.hosts),
+            "versions": args.versions,
+            "playbooks_digest": args.playbooks_digest,
+            "rollout": {
+                "playbook": args.playbook,
+                "batch_percent": args.upgrade.batch_percent,
+                "max_fail_percentage": args.upgrade.max_fail_percentage,
+            },
+            "batches": None,
+            "failed_hosts": None,
+            "unreachable_hosts": None,
+            "rollout_pending": None,
+            "reboot_pending": None,
+            "stopped": None,
+            "hosts_run": None,
+        }
+        super().__init__(ClusterRolloutProvider(), name, props, opts)
+
+
+__all__ = ["ROLLOUT_PLAYBOOK", "ClusterRollout", "ClusterRolloutArgs", "ClusterRolloutProvider", "Due", "due"]
