@@ -43,7 +43,7 @@ from .redfish_lab import (
 from .test_cli import write_stack
 
 pytestmark = pytest.mark.bmc
-NODES = [f"t-su000-n{i:03d}" for i in range(24)]
+NODES = [f"t-su000-n{i:03d}" for i in range(27)]
 EMULATED = [fake_system(n, i) for i, n in enumerate(NODES + DEV_NODES)]
 """The systems the module's emulator (the `emulator` fixture, tests/conftest.py) serves: the embedded dev site's
 nodes too, for the `fjord bmc` commands."""
@@ -416,3 +416,46 @@ def test_a_bios_or_boot_change_never_restarts_a_running_node(emulator: Emulator,
         with rf.RedfishNode.open(target(emulator, n), CREDS, FAST) as node:
             assert node.bios()["SriovGlobalEnable"] == "Enabled"  # type: ignore[index]
             assert "http://x/i.iso" not in node.virtual_media().values()  # no image inserted
+
+
+@pytest.mark.slow
+def test_a_declared_power_off_never_powers_off_a_node_in_service(emulator: Emulator, proxy: FaultProxy) -> None:
+    """`bmc.power: off` reaches a node fjord already took on (on: in service) only drained. Without the cluster's
+    rollout (hosts not configured by fjord) the node is failed with an error naming it and how to drain it; with
+    it, the node is held for the rollout (drain, then power off). Every reset request of those nodes is refused
+    by the proxy, so a power-off attempt would fail them. A node never in service still powers on without a
+    drain. (The drain, then the power-off: tests/test_slurm_testbed.py::test_a_declared_power_off_drains_first.)"""
+    running, new = NODES[24:26], NODES[26]
+    created = BareMetalProvider().create(props(dict.fromkeys(running, emulator.url), power="on", boot="disk")).outs
+    assert created is not None
+    assert created["failed"] == {}
+    for n in running:
+        assert emulator.wait_power(n, "On") == "On"
+    proxy.faults.errors["ComputerSystem.Reset"] = 409
+    news = props(dict.fromkeys(running, proxy.url), power="off", boot="disk")
+    olds = {**created, "nodes": news["nodes"]}
+    assert node_changes(olds, news) == {n: ["power is On, want off", "power changed"] for n in running}
+    refused = BareMetalProvider().update("t-su000", olds, news).outs or {}
+    assert list(refused["failed"]) == running
+    for n in running:
+        why = refused["failed"][n]
+        assert why.startswith("rejected: in service (on since fjord took it on): bmc.power off is never applied")
+        assert f"`fjord configure <stack> --playbook drain.yml --limit {n}`" in why
+        assert f"`fjord bmc <stack> power-off --limit {n}`" in why
+        assert "(after 1 tries)" in why  # refused, not retried, nothing changed before
+        assert emulator.system(n)["PowerState"] == "On"
+    held = BareMetalProvider().update("t-su000", olds, news | {"power_off_in_service": "rollout"}).outs or {}
+    assert held["failed"] == {}
+    for n in running:
+        record = held["state"][n]
+        assert record["power_held"] == "off: left to the cluster's drained rollout (drain, then power off)"
+        assert (record["actions"], record["power"]) == ([], "On")
+        assert emulator.system(n)["PowerState"] == "On"
+    # A new node (never in service, off), added beside the running ones: powered on, no drain involved.
+    grown = props({**dict.fromkeys(running, proxy.url), new: emulator.url}, power="on", boot="disk")
+    assert emulator.system(new)["PowerState"] == "Off"
+    added = BareMetalProvider().update("t-su000", {**created, "nodes": grown["nodes"]}, grown).outs or {}
+    assert added["failed"] == {}
+    assert "power on" in added["state"][new]["actions"]
+    assert emulator.system(new)["PowerState"] == "On"
+    assert [emulator.system(n)["PowerState"] for n in running] == ["On", "On"]

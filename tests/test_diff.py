@@ -175,3 +175,25 @@ def test_bad_base_ref_is_rejected(repo: Path) -> None:
     result = runner.invoke(app, ["diff", "uk", "--stacks-dir", str(repo), "--base", "no-such-ref"])
     assert result.exit_code == 1
     assert "no such commit" in result.output
+
+
+def test_a_power_change_is_a_drained_rollout_in_batches() -> None:
+    """`bmc.power` goes through the cluster's drained rollout (fjord.providers.rollout): the diff says so, per
+    cluster, with its batches, in the direction of the change."""
+    site = stack_site("uk")
+    record = read_alloc("uk", STACKS)
+    off = stack_site("uk")
+    off["bmc"] = {**off.get("bmc", {}), "power": "off"}
+    doc = to_json(diff_sites("uk", Side("a", load_site(site), record), Side("b", load_site(off), record)))
+    assert (doc["verdict"], doc["exit_code"]) == ("disruptive", 3)
+    b200 = cluster(doc, "b200")
+    assert (b200["restarted"], b200["batch_nodes"], b200["max_fail_percentage"]) == (512, 26, 1)
+    assert b200["reasons"] == [
+        "bmc.power: power off: each node in service drained, then powered off, in batches (a node that cannot be"
+        " drained stays on)"
+    ]
+    back = to_json(diff_sites("uk", Side("a", load_site(off), record), Side("b", load_site(site), record)))
+    assert back["verdict"] == "disruptive"
+    assert cluster(back, "h200")["reasons"] == [
+        "bmc.power: power on: the nodes the rollout powered off are powered on, validated and returned, in batches"
+    ]

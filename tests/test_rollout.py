@@ -162,6 +162,53 @@ def test_create_rolls_nothing_and_update_stops_the_cluster(monkeypatch: pytest.M
     assert provider.diff("dev/h100", final, dict(bump)).changes is False
 
 
+def test_a_declared_power_off_drains_every_host_and_power_on_returns_only_those_it_took_out() -> None:
+    on = IN_SERVICE | {"power": "on"}
+    off = on | {"power": "off"}
+    work = due(on, off)
+    assert (work.hosts, work.power_off, work.boot_wait) == (tuple(HOSTS), True, False)
+    assert work.batches == tuple((h,) for h in HOSTS)  # the cluster's batches, as for an upgrade
+    assert due({k: v for k, v in on.items() if k != "power"}, off).power_off is True  # a state from before: on
+    assert due(on, dict(on)).hosts == ()
+    # The first two were powered off, then the rollout stopped: power back on returns exactly those two (and
+    # rolls what was left pending), each waiting for its node to boot first.
+    stopped = off | {"powered_off": HOSTS[:2], "rollout_pending": HOSTS[2:]}
+    back = due(stopped, on)
+    assert (back.hosts, back.power_off, back.boot_wait) == (tuple(HOSTS), False, True)
+    assert due(off | {"powered_off": HOSTS[:2]}, on).hosts == tuple(HOSTS[:2])
+    # Kept off, the rest is powered off at the next up.
+    assert due(stopped, dict(off)).hosts == tuple(HOSTS[2:])
+
+
+def test_the_rollout_records_what_it_powered_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, tuple[str, ...]]] = []
+
+    def off(self: Any, props: Any, batch: tuple[str, ...]) -> BatchOutcome:
+        seen.append(("power-off", batch))
+        return BatchOutcome(tuple(h for h in batch if h != HOSTS[2]), tuple(h for h in batch if h == HOSTS[2]))
+
+    def wait(self: Any, props: Any, batch: tuple[str, ...]) -> BatchOutcome:
+        seen.append(("wait", batch))
+        return BatchOutcome(batch, ())
+
+    def upgrade(self: Any, props: Any, batch: tuple[str, ...], reboot: bool) -> BatchOutcome:
+        seen.append(("upgrade", batch))
+        return BatchOutcome(batch, ())
+
+    monkeypatch.setattr(ClusterRolloutProvider, "_power_off", off)
+    monkeypatch.setattr(ClusterRolloutProvider, "_wait", wait)
+    monkeypatch.setattr(ClusterRolloutProvider, "_run", upgrade)
+    provider = ClusterRolloutProvider()
+    on = IN_SERVICE | {"power": "on"}
+    outs = dict(provider.update("dev/h100", dict(on), on | {"power": "off"}).outs or {})
+    assert seen == [("power-off", (h,)) for h in HOSTS[:3]]  # the third could not be drained: stop
+    assert (outs["powered_off"], outs["rollout_pending"]) == (HOSTS[:2], HOSTS[2:])
+    seen.clear()
+    back = dict(provider.update("dev/h100", outs, dict(on)).outs or {})
+    assert seen == [step for h in HOSTS for step in (("wait", (h,)), ("upgrade", (h,)))]
+    assert (back["powered_off"], back["rollout_pending"]) == ([], [])
+
+
 # --- HostConfig: site.yml for new hosts and configuration, never the rollout -----------------------------------
 
 UNIT: dict[str, Any] = {

@@ -334,3 +334,102 @@ def test_the_rollout_is_per_cluster_and_stops_it_whole(sbed: SlurmBed, monkeypat
     assert (final["failed_hosts"], final["rollout_pending"], final["stopped"]) == ([], [], "")
     assert sbed.wait_states("idle") == dict.fromkeys(HOSTS, "idle")
     assert provider.diff("dev/h100", final, mended).changes is False
+
+
+def test_a_declared_power_off_drains_first(sbed: SlurmBed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bmc.power: off` on the Slurm cluster, whose BMCs are sushy-emulator systems named as its hosts: the
+    ClusterRollout drains each batch (batch_percent 25: one node at a time; Slurm reason `fjord: power-off`,
+    waiting for the node's jobs to end) and powers off exactly the nodes that drained. A node whose job outlasts
+    its drain timeout is never powered off, its job keeps running, and the rollout stops: the node after it is
+    neither drained nor powered off. Power back on: the nodes are powered on (the NodePool's part, done here
+    through the BMC), and the rollout waits for them, validates them and returns them to service."""
+    import os
+
+    from fjord.adapters import redfish as rf
+    from fjord.providers.rollout import ClusterRolloutProvider
+
+    from .redfish_lab import PASSWORD as BMC_PASSWORD
+    from .redfish_lab import USERNAME, Emulator, fake_system
+
+    monkeypatch.setenv("FJORD_ANSIBLE_STATE", str(sbed.settings.state_dir))
+    emulator = Emulator([fake_system(h, i, power="On") for i, h in enumerate(HOSTS)])
+    try:
+        emulator.start()
+    except (OSError, RuntimeError) as exc:
+        emulator.stop()
+        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(f"sushy-emulator did not start: {exc}")
+        pytest.skip(f"sushy-emulator did not start: {exc}")
+    busy = HOSTS[2]
+    host_vars = sbed.vars | {busy: sbed.vars[busy] | {"slurm_drain_timeout_s": 10}}
+    bmc = {
+        "nodes": dict.fromkeys(HOSTS, emulator.url),
+        "system_ids": {h: h for h in HOSTS},
+        "username": USERNAME,
+        "verify_tls": False,
+        "timeout_s": 5,
+        "retries": 1,
+        "backoff_s": 0.05,
+        "deadline_s": 120,
+        "concurrency": 8,
+        "power_timeout_s": 30,
+    }
+    props: dict[str, Any] = {
+        "site": sbed.site.name,
+        "cluster": "h100",
+        "inventory": json.dumps(build_inventory(sbed.site, size_site(sbed.site), host_vars=host_vars).data),
+        "hosts": HOSTS,
+        "versions": {"cuda": "12.8", "bios": {}},
+        "playbooks_digest": "a" * 64,
+        "rollout": {"playbook": "upgrade-gpu-stack.yml", "batch_percent": 25, "max_fail_percentage": 0},
+        "power": "on",
+        "bmc": bmc,
+        "bmc_password": BMC_PASSWORD,
+    }
+    provider = ClusterRolloutProvider()
+    job = ""
+    try:
+        assert sbed.wait_states("idle") == dict.fromkeys(HOSTS, "idle")
+        created = dict(provider.create(dict(props)).outs or {})
+        job = sbed.sh(f"sbatch --parsable --account=platform --nodelist={busy} --time=5 --wrap 'sleep 240'").strip()
+        for _ in range(30):
+            if sbed.sh(f"squeue --noheader --jobs {job} --format %T").strip() == "RUNNING":
+                break
+            time.sleep(1)
+        outs = dict(provider.update("dev/h100", created, props | {"power": "off"}).outs or {})
+        assert outs["batches"] == [[HOSTS[0]], [HOSTS[1]], [busy]]
+        assert (outs["failed_hosts"], outs["rollout_pending"]) == ([busy], [busy, HOSTS[3]])
+        assert outs["powered_off"] == HOSTS[:2]
+        assert [emulator.system(h)["PowerState"] for h in HOSTS] == ["Off", "Off", "On", "On"]
+        states = sbed.states()
+        assert [states[h] for h in HOSTS[:2]] == ["drained", "drained"]
+        assert states[busy] == "draining"  # out of new work, its job still running, never powered off
+        assert states[HOSTS[3]] == "idle"  # never reached
+        for h in (*HOSTS[:2], busy):
+            assert sbed.sh(f"sinfo --noheader --Node --nodes {h} --format '%E'").strip() == "fjord: power-off"
+        assert sbed.sh(f"squeue --noheader --jobs {job} --format %T").strip() == "RUNNING"
+        sbed.sh(f"scancel {job}")
+        job = ""
+        # Back on: powered on first (an off node runs nothing), then waited for, validated and returned.
+        with rf.RedfishNode.open(rf.Target(HOSTS[0], emulator.url, HOSTS[0]), *_bmc_access(bmc)) as node:
+            node.set_power("on")
+        with rf.RedfishNode.open(rf.Target(HOSTS[1], emulator.url, HOSTS[1]), *_bmc_access(bmc)) as node:
+            node.set_power("on")
+        back = dict(provider.update("dev/h100", outs, dict(props)).outs or {})
+        assert back["batches"] == [[h] for h in HOSTS]
+        assert (back["failed_hosts"], back["rollout_pending"], back["powered_off"]) == ([], [], [])
+        assert sbed.wait_states("idle") == dict.fromkeys(HOSTS, "idle")
+    finally:
+        if job:
+            sbed.sh(f"scancel {job}", check=False)
+        emulator.stop()
+        for h in HOSTS:
+            sbed.sh(f"scontrol update NodeName={h} State=RESUME", check=False)
+
+
+def _bmc_access(bmc: dict[str, Any]) -> tuple[Any, Any]:
+    from fjord.adapters import redfish as rf
+
+    from .redfish_lab import PASSWORD as BMC_PASSWORD
+
+    return rf.Credentials(bmc["username"], BMC_PASSWORD), rf.Options(retries=1, backoff_s=0.05, timeout_s=5)

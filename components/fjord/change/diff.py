@@ -35,7 +35,7 @@ RESTART_SITE_FIELDS: Mapping[str, str] = {
     "software.driver_source": "GPU driver source",
     "software.cuda": "CUDA release",
     "software.kubernetes": "Kubernetes release",
-    "bmc.power": "declared power state: every node switched at once, not drained (take them out of service first)",
+    "bmc.power": "declared power state",
 }
 """Site fields whose change drains and restarts every existing node (rolling, per cluster, in batches)."""
 RESTART_CLUSTER_FIELDS: Mapping[str, str] = {
@@ -43,6 +43,12 @@ RESTART_CLUSTER_FIELDS: Mapping[str, str] = {
     "gpu_stack.container_toolkit": "owner of the container toolkit",
 }
 """Cluster fields whose change drains and restarts the cluster's existing nodes."""
+POWER: Mapping[str, str] = {
+    "off": "power off: each node in service drained, then powered off, in batches (a node that cannot be drained"
+    " stays on)",
+    "on": "power on: the nodes the rollout powered off are powered on, validated and returned, in batches",
+}
+"""What a change of `bmc.power` does, by the value it changes to (fjord.providers.rollout)."""
 NEW_NODES_ONLY = ("bmc.boot", "bmc.image_url")
 """How a node is first installed (PXE or virtual media): applies to nodes added from now on, never re-armed."""
 NODE_FIELDS = ("hall", "rack", "bmc", "management", "storage", "compute")
@@ -197,7 +203,7 @@ def _restart_reasons(changes: Sequence[Change], cluster: str) -> list[str]:
     for c in changes:
         for f, why in RESTART_SITE_FIELDS.items():
             if c.path == f or c.path.startswith(f + "."):
-                reasons.append(f"{f}: {why}")
+                reasons.append(f"{f}: {POWER.get(str(c.after), why) if f == 'bmc.power' else why}")
         prefix = f"clusters[{cluster}]."
         if c.path.startswith(prefix) and c.path[len(prefix) :] in RESTART_CLUSTER_FIELDS:
             field_ = c.path[len(prefix) :]

@@ -10,8 +10,8 @@ through the cluster as a whole (one ClusterRollout per cluster, docs/safe-change
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import pulumi
 
@@ -34,6 +34,9 @@ class BareMetalArgs:
     """How the nodes' BMCs are reached and the state their nodes are kept in (the site's `bmc`)."""
     password: pulumi.Input[str]
     """The BMC password, a Pulumi secret (`fjord:bmcPassword`)."""
+    power_off_in_service: Literal["rollout", "refuse"] = "refuse"
+    """Who powers off a node in service for a declared `power: off`: the cluster's drained rollout (where fjord
+    configures the hosts; set by GpuCluster) or nobody (the node is failed with how to drain it)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,13 @@ class ScalableUnit(pulumi.ComponentResource):
             nodes = bmc_endpoints(args.nodes, args.bare_metal.bmc)
             self.bare_metal = NodePool(
                 f"{name}-baremetal",
-                unit_props(args.unit.name, nodes, args.bare_metal.bmc, args.bare_metal.password),
+                unit_props(
+                    args.unit.name,
+                    nodes,
+                    args.bare_metal.bmc,
+                    args.bare_metal.password,
+                    args.bare_metal.power_off_in_service,
+                ),
                 pulumi.ResourceOptions(parent=self),
             )
         self.register_outputs(
@@ -166,10 +175,14 @@ class GpuCluster(pulumi.ComponentResource):
         # The cluster group's variables, built for the first unit and shared by the others' inventories.
         group_vars: dict[str, dict[str, Any]] = {}
         nodes_by_unit: dict[int, Sequence[Node]] = {}
+        bare_metal = args.bare_metal
+        if bare_metal is not None and args.hosts is not None:
+            # The cluster's rollout drains nodes in service before it powers them off (docs/safe-change.md).
+            bare_metal = replace(bare_metal, power_off_in_service="rollout")
         for u in c.units:
             # A unit's nodes are derived once here for every layer that needs them, not once per layer.
             nodes = nodes_by_unit[u.index] = u.nodes()
-            unit_args = ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=args.bare_metal, nodes=nodes)
+            unit_args = ScalableUnitArgs(unit=u, sku=c.sku, bare_metal=bare_metal, nodes=nodes)
             self.units.append(ScalableUnit(unit_resource_name(name, u.index), unit_args, child))
         self.rollout: ClusterRollout | None = None
         if args.hosts is not None:
@@ -177,7 +190,9 @@ class GpuCluster(pulumi.ComponentResource):
             # change it reboots into; each unit's hosts (beside the unit: a unit stays a leaf of the tree) wait
             # for it, so that site.yml never reaches a host the rollout has not finished.
             pools = [unit.bare_metal for unit in self.units if unit.bare_metal is not None]
-            self.rollout = _rollout(f"{name}-rollout", args.hosts, c, nodes_by_unit, self, pools, group_vars)
+            self.rollout = _rollout(
+                f"{name}-rollout", args.hosts, c, nodes_by_unit, self, pools, group_vars, bare_metal
+            )
             for unit in self.units:
                 u = unit.unit
                 after = [self.rollout, *([unit.bare_metal] if unit.bare_metal is not None else [])]
@@ -232,7 +247,12 @@ def _rollout(
     parent: pulumi.Resource,
     after: Sequence[pulumi.Resource],
     group_vars: dict[str, dict[str, Any]],
+    bare_metal: BareMetalArgs | None,
 ) -> ClusterRollout:
+    bmc = None
+    if bare_metal is not None:
+        endpoints = bmc_endpoints([n for u in sized.units for n in nodes[u.index]], bare_metal.bmc)
+        bmc = unit_props(sized.name, endpoints, bare_metal.bmc, bare_metal.password, "rollout")
     args = ClusterRolloutArgs(
         site=hosts.site.name,
         cluster=sized.name,
@@ -241,6 +261,7 @@ def _rollout(
         versions=_versions(hosts, sized.name),
         playbooks_digest=hosts.playbooks_digest,
         upgrade=hosts.site.cluster(sized.name).upgrade,
+        bmc=bmc,
     )
     opts = pulumi.ResourceOptions(parent=parent, protect=False, depends_on=list(after) or None)
     return ClusterRollout(name, args, opts)

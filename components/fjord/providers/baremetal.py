@@ -12,6 +12,12 @@ site adds ~175 resources, not 25,000. Inside a resource the work is per node:
   The boot override (PXE or virtual media) is the bootstrap's action for a node fjord takes on for the first
   time, never a kept state: a changed `boot` or `image_url` applies to nodes added from then on, and a
   reconverge never arms PXE again. Reinstalling a running node is `fjord bmc pxe --limit <node>`, an action.
+- Nor is a node it already took on ever powered off here while it is on (in service): a declared `power: off`
+  reaches such a node only drained. Where fjord configures the hosts, the cluster's rollout
+  (fjord.providers.rollout) drains it and then powers it off, batch by batch (`power_off_in_service: rollout`:
+  the node is recorded as `power_held` here, not failed); elsewhere (`refuse`) the node is failed with an error
+  that names it and says how to drain it. A node fjord takes on for the first time (never in service) is
+  powered on or off as declared, without a drain; powering a node on never needs one.
 - `create`/`update` converge only those nodes, at most `concurrency` at once; each node's operation reads
   the BMC first and acts only on a difference (idempotent), and is retried with exponential backoff on
   timeouts, refused connections and 5xx answers.
@@ -62,6 +68,8 @@ class Desired:
     image_url: str | None
     bios: Mapping[str, Any]
     power_timeout_s: float
+    power_off_in_service: Literal["rollout", "refuse"] = "refuse"
+    """Who powers off a node in service: the cluster's drained rollout, or nobody (refused, with how)."""
 
     @classmethod
     def of(cls, props: Mapping[str, Any]) -> Desired:
@@ -71,7 +79,17 @@ class Desired:
             image_url=props.get("image_url"),
             bios=dict(props.get("bios") or {}),
             power_timeout_s=float(props["power_timeout_s"]),
+            power_off_in_service="rollout" if props.get("power_off_in_service") == "rollout" else "refuse",
         )
+
+
+def refused_power_off(node: str) -> str:
+    """Why a node in service is not powered off by a declared `bmc.power: off`, and how to do it drained."""
+    return (
+        "in service (on since fjord took it on): bmc.power off is never applied to a node that is not drained;"
+        f" allowed: drain it first, `fjord configure <stack> --playbook drain.yml --limit {node}`, then power it"
+        f" off, `fjord bmc <stack> power-off --limit {node}`"
+    )
 
 
 def _targets(props: Mapping[str, Any], names: list[str] | None = None) -> list[Target]:
@@ -139,6 +157,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "power": ("on", "off"),
     "boot": tuple(BOOT_TARGET),
     "on_delete": ("leave", "power-off"),
+    "power_off_in_service": ("rollout", "refuse"),
 }
 POSITIVE = ("timeout_s", "power_timeout_s", "concurrency", "deadline_s")
 NON_NEGATIVE = ("retries", "backoff_s")
@@ -217,8 +236,14 @@ def converge(node: RedfishNode, want: Desired, first: bool = False) -> dict[str,
             actions.append(f"boot {target}")
     power = info.power
     restart_pending = False
+    held = None
     if want.power == "off":
-        if power != "Off":
+        if power == "On" and not first:
+            # In service: powered off only drained (the cluster's rollout), never here.
+            if want.power_off_in_service != "rollout":
+                raise RedfishError(node.target.node, "rejected", refused_power_off(node.target.node))
+            held = "off: left to the cluster's drained rollout (drain, then power off)"
+        elif power != "Off":
             node.set_power("off")
             actions.append("power off")
     elif power != "On":
@@ -243,6 +268,7 @@ def converge(node: RedfishNode, want: Desired, first: bool = False) -> dict[str,
         "boot": REDFISH_BOOT[target] if first else str(info.boot_target),
         "bios": bios_state,
         "restart_pending": restart_pending,
+        "power_held": held,
         "actions": actions,
         "model": info.model,
         "serial": info.serial,
@@ -398,14 +424,50 @@ class BareMetalProvider(dyn.ResourceProvider):
         if bad:
             raise RuntimeError(f"{len(bad)} of {len(outcomes)} nodes not powered off: " + "; ".join(bad))
 
+    def power_states(self, props: Mapping[str, Any], names: list[str]) -> dict[str, str | None]:
+        """Each node's power state as its BMC reports it now (None where it did not answer)."""
+        from fjord.adapters.redfish import run_bulk
+
+        creds, options = _access(props)
+        outcomes = run_bulk(_targets(props, names), creds, options, lambda n: n.power())
+        return {n: (str(o.value) if o.error is None and o.value is not None else None) for n, o in outcomes.items()}
+
+    def power_off_nodes(self, props: Mapping[str, Any], names: list[str]) -> dict[str, str]:
+        """Power off `names` (drained by the caller) and wait for it; node -> error for each that did not land."""
+        from fjord.adapters.redfish import run_bulk
+
+        creds, options = _access(props)
+        timeout = float(props["power_timeout_s"])
+
+        def off(node: RedfishNode) -> str | None:
+            if node.power() != "Off":
+                node.set_power("off")
+                return node.wait_power("Off", timeout)
+            return "Off"
+
+        outcomes = run_bulk(_targets(props, names), creds, options, off)
+        return {
+            n: (str(o.error) if o.error else f"power is {o.value} after asking for Off")
+            for n, o in outcomes.items()
+            if o.value != "Off"
+        }
+
 
 PROVIDER = BareMetalProvider()
 
 
-def unit_props(unit: str, nodes: list[BmcEndpoint], bmc: Bmc, password: pulumi.Input[str]) -> dict[str, Any]:
+def unit_props(
+    unit: str,
+    nodes: list[BmcEndpoint],
+    bmc: Bmc,
+    password: pulumi.Input[str],
+    power_off_in_service: Literal["rollout", "refuse"] = "refuse",
+) -> dict[str, Any]:
     """A unit's resource inputs: its nodes (name -> BMC URL, and `system_ids` on a lab endpoint), the BMC
-    access settings and the desired node state, all from the site's `bmc`."""
+    access settings and the desired node state, all from the site's `bmc`; `power_off_in_service` says whether
+    the cluster's drained rollout powers off nodes in service (where fjord configures the hosts) or nobody does."""
     return {
+        "power_off_in_service": power_off_in_service,
         "unit": unit,
         "nodes": {e.node: e.url for e in nodes},
         "system_ids": {e.node: e.system_id for e in nodes if e.system_id is not None},

@@ -17,6 +17,14 @@ for this resource and never gives site.yml to a host still pending here. `create
 
 Each batch is one run of `playbook` limited to the batch (serial 100 % within it): each node drained (Slurm
 drain, Kubernetes cordon and drain), changed, rebooted where needed, validated and returned.
+
+The declared power (`bmc.power`, where fjord keeps the nodes' BMCs) rolls the same way. To `off`: each batch's
+nodes that are still on are drained (playbooks/drain.yml, Slurm reason `fjord: power-off`) and only the drained
+ones are powered off through their BMCs; a node that could not be drained stays on and counts as failed
+(the unit's NodePool never powers off a node in service). Back to `on`: the NodePool powers the nodes on (an
+off node runs nothing), then this rollout runs `playbook` on them: validated, and returned only from fjord's own
+drain. The BMC password is the secret input `bmc_password` (kept encrypted in the state, never in an output).
+
 The provider object holds no clients (Pulumi pickles it into the resource's inputs).
 """
 
@@ -35,9 +43,25 @@ from fjord.hosts.rollout import Batch, BatchOutcome, RolloutResult, batch_plan, 
 from fjord.providers.playbook import pack_inventory, unpack_inventory
 from fjord.spec.models import Upgrade
 
-ROLLING = ("versions", "playbooks_digest")
+ROLLING = ("versions", "playbooks_digest", "power")
 """Inputs whose change rolls every host in service."""
 ROLLOUT_PLAYBOOK = "upgrade-gpu-stack.yml"
+DRAIN_PLAYBOOK = "drain.yml"
+WAIT_PLAYBOOK = "wait-for-hosts.yml"
+BMC_PASSWORD = "bmc_password"
+BMC_ACCESS = (
+    "nodes",
+    "system_ids",
+    "username",
+    "verify_tls",
+    "timeout_s",
+    "retries",
+    "backoff_s",
+    "deadline_s",
+    "concurrency",
+    "power_timeout_s",
+)
+"""What the rollout keeps of the BMC settings (`fjord.providers.baremetal.unit_props`): how to reach them."""
 
 
 @dataclass(frozen=True)
@@ -48,23 +72,50 @@ class Due:
     hosts: tuple[str, ...]
     batches: tuple[Batch, ...]
     reboot: bool
+    power_off: bool = False
+    """The batches are drained and powered off (declared `power: off`), not upgraded."""
+    boot_wait: bool = False
+    """The nodes were just powered on: each batch first waits for them to boot (playbooks/wait-for-hosts.yml)."""
 
 
 def due(olds: Mapping[str, Any], news: Mapping[str, Any]) -> Due:
-    """The hosts an update rolls and its batch plan (pure: see the module docstring)."""
+    """The hosts an update rolls and its batch plan (pure: see the module docstring).
+
+    A change of the versions or roles rolls every host in service; `power` going to off drains and powers off
+    every host in service; `power` back on rolls (validates and returns) only the hosts this rollout powered off
+    (`powered_off`); hosts a stopped rollout left (`rollout_pending`) are rolled again in any case."""
     hosts: list[str] = list(news.get("hosts") or [])
     known = olds.get("hosts")
     in_service = set(hosts) if known is None else set(known)
     pending = set(olds.get("rollout_pending") or [])
-    rolling = any(olds.get(k) != news.get(k) for k in ROLLING)
-    todo = tuple(h for h in hosts if h in in_service and (rolling or h in pending))
+    changed = any(olds.get(k) != news.get(k) for k in ("versions", "playbooks_digest"))
+    power_off = _value(news, "power") == "off"
+    back = set(olds.get("powered_off") or []) if _value(olds, "power") == "off" and not power_off else set()
+    everyone = changed or (power_off and _value(olds, "power") != "off")
+    todo = tuple(h for h in hosts if h in in_service and (everyone or h in pending or h in back))
     old_bios = (olds.get("versions") or {}).get("bios")
     new_bios = (news.get("versions") or {}).get("bios")
     # Hosts left behind by a rollout that rebooted every node keep that need.
     reboot = old_bios != new_bios or (bool(pending & set(todo)) and bool(olds.get("reboot_pending")))
-    policy = _policy(news)
-    plan = batch_plan(todo, len([h for h in hosts if h in in_service]), policy)
-    return Due(todo, tuple(plan), reboot)
+    plan = batch_plan(todo, len([h for h in hosts if h in in_service]), _policy(news))
+    boot_wait = bool(back) or (bool(pending & set(todo)) and bool(olds.get("boot_wait_pending")))
+    return Due(todo, tuple(plan), reboot, power_off=power_off, boot_wait=boot_wait and not power_off)
+
+
+def powered_off(olds: Mapping[str, Any], news: Mapping[str, Any], result: RolloutResult | None) -> list[str]:
+    """The hosts this rollout has powered off and not yet returned, in the cluster's order."""
+    hosts = list(news.get("hosts") or [])
+    before = set(olds.get("powered_off") or [])
+    if _value(news, "power") == "off":
+        now = before | set(result.done if result else ())
+    else:
+        now = before & set(result.pending) if result else (before if _value(olds, "power") == "on" else set())
+    return [h for h in hosts if h in now]
+
+
+def _value(props: Mapping[str, Any], key: str) -> Any:
+    # Power: a state without it (no BMCs kept, or from before) had the nodes on.
+    return props.get(key) or "on" if key == "power" else props.get(key)
 
 
 def _policy(props: Mapping[str, Any]) -> Upgrade:
@@ -102,7 +153,7 @@ class ClusterRolloutProvider(dyn.ResourceProvider):
         return dyn.CheckResult(news, [dyn.CheckFailure(k, m) for k, m in check_inputs(news)])
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        changed = [k for k in (*ROLLING, "hosts", "rollout") if olds.get(k) != news.get(k)]
+        changed = [k for k in (*ROLLING, "hosts", "rollout") if _value(olds, k) != _value(news, k)]
         if olds.get("rollout_pending"):
             changed.append("rollout_pending")  # the last rollout stopped or failed: roll those hosts again
         return dyn.DiffResult(
@@ -115,9 +166,75 @@ class ClusterRolloutProvider(dyn.ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         work = due(olds, news)
         if not work.hosts:
-            return dyn.UpdateResult(outs=_outputs(news, None, False))
-        result = roll(work.batches, _policy(news).max_fail_percentage, lambda b: self._run(news, b, work.reboot))
-        return dyn.UpdateResult(outs=_outputs(news, result, work.reboot))
+            return dyn.UpdateResult(outs=_outputs(news, None, False) | {"powered_off": powered_off(olds, news, None)})
+
+        def run(batch: Batch) -> BatchOutcome:
+            if work.power_off:
+                return self._power_off(news, batch)
+            if work.boot_wait:
+                booted = self._wait(news, batch)
+                if booted.failed or booted.unreachable or booted.error:
+                    return booted
+            return self._run(news, batch, work.reboot)
+
+        result = roll(work.batches, _policy(news).max_fail_percentage, run)
+        outs = _outputs(news, result, work.reboot, work.boot_wait) | {"powered_off": powered_off(olds, news, result)}
+        return dyn.UpdateResult(outs=outs)
+
+    def _wait(self, props: Mapping[str, Any], batch: Batch) -> BatchOutcome:
+        """Wait for the batch's nodes to answer (just powered on); what did not answer is unreachable."""
+        from fjord.adapters.ansible import AnsibleSettings, run_playbook
+
+        result = run_playbook(
+            WAIT_PLAYBOOK,
+            json.loads(unpack_inventory(props["inventory"])),
+            site=props["site"],
+            limit=batch,
+            settings=AnsibleSettings(),
+        )
+        bad = set(result.failed_hosts) | set(result.unreachable_hosts)
+        return BatchOutcome(
+            tuple(h for h in batch if h in result.hosts and h not in bad),
+            (),
+            tuple(h for h in batch if h in bad),
+            error=result.error if result.crashed else "",
+        )
+
+    def _power_off(self, props: Mapping[str, Any], batch: Batch) -> BatchOutcome:
+        """Drain the batch's nodes that are still on, then power off exactly those that drained."""
+        from fjord.adapters.ansible import AnsibleSettings, run_playbook
+        from fjord.providers.baremetal import BareMetalProvider
+
+        bmc = props.get("bmc")
+        if not isinstance(bmc, Mapping):
+            return BatchOutcome(
+                (), (), error="power: off without the BMCs (no bare-metal layer): nothing to do it with"
+            )
+        access = {**bmc, "password": props.get(BMC_PASSWORD) or ""}
+        metal = BareMetalProvider()
+        states = metal.power_states(access, list(batch))
+        on = tuple(h for h in batch if states.get(h) != "Off")
+        unknown = tuple(h for h in on if states.get(h) is None)  # a BMC that did not answer: not touched
+        drained: tuple[str, ...] = ()
+        failed: tuple[str, ...] = ()
+        unreachable: tuple[str, ...] = ()
+        todo = [h for h in on if h not in unknown]
+        if todo:
+            result = run_playbook(
+                DRAIN_PLAYBOOK,
+                json.loads(unpack_inventory(props["inventory"])),
+                site=props["site"],
+                limit=todo,
+                extra_vars={"fjord_drain_reason": "power-off"},
+                settings=AnsibleSettings(),
+            )
+            if result.crashed:
+                return BatchOutcome(tuple(h for h in batch if h not in on), (), error=result.error)
+            failed, unreachable = tuple(result.failed_hosts), tuple(result.unreachable_hosts)
+            drained = tuple(h for h in todo if h in result.hosts and h not in failed and h not in unreachable)
+        errors = metal.power_off_nodes(access, list(drained)) if drained else {}
+        done = tuple(h for h in batch if (h not in on) or (h in drained and h not in errors))
+        return BatchOutcome(done, failed + tuple(errors), unreachable + unknown)
 
     def _run(self, props: Mapping[str, Any], batch: Batch, reboot: bool) -> BatchOutcome:
         # Imported here: the program only registers the resource; running the playbook is the provider's job.
@@ -144,14 +261,18 @@ class ClusterRolloutProvider(dyn.ResourceProvider):
         return BatchOutcome(done, failed, unreachable, error=result.error if result.crashed else "")
 
 
-def _outputs(props: Mapping[str, Any], result: RolloutResult | None, reboot: bool) -> dict[str, Any]:
+def _outputs(
+    props: Mapping[str, Any], result: RolloutResult | None, reboot: bool, boot_wait: bool = False
+) -> dict[str, Any]:
     """The resource's outputs: its inputs (the hosts now in service among them) and what the rollout left."""
     return dict(props) | {
         "batches": [list(b) for b in result.batches] if result else [],
+        "powered_off": [],
         "failed_hosts": list(result.failed) if result else [],
         "unreachable_hosts": list(result.unreachable) if result else [],
         "rollout_pending": list(result.pending) if result else [],
         "reboot_pending": bool(result and result.pending and reboot),
+        "boot_wait_pending": bool(result and result.pending and boot_wait),
         "stopped": result.stopped if result else "",
         "hosts_run": sum(len(b) for b in result.batches) if result else 0,
     }
@@ -171,6 +292,9 @@ class ClusterRolloutArgs:
     upgrade: Upgrade
     """The cluster's `upgrade` policy."""
     playbook: str = ROLLOUT_PLAYBOOK
+    bmc: dict[str, Any] | None = None
+    """The cluster's BMCs as `fjord.providers.baremetal.unit_props` gives them (None: not kept by fjord); their
+    declared `power` rolls through this rollout."""
 
 
 class ClusterRollout(dyn.Resource, module="hosts", name="ClusterRollout"):
@@ -200,10 +324,19 @@ class ClusterRollout(dyn.Resource, module="hosts", name="ClusterRollout"):
             "unreachable_hosts": None,
             "rollout_pending": None,
             "reboot_pending": None,
+            "boot_wait_pending": None,
+            "powered_off": None,
             "stopped": None,
             "hosts_run": None,
         }
-        super().__init__(ClusterRolloutProvider(), name, props, opts)
+        if args.bmc is not None:
+            props |= {
+                "power": args.bmc["power"],
+                "bmc": {k: args.bmc[k] for k in BMC_ACCESS},
+                BMC_PASSWORD: args.bmc["password"],
+            }
+        secret = pulumi.ResourceOptions(additional_secret_outputs=[BMC_PASSWORD])
+        super().__init__(ClusterRolloutProvider(), name, props, pulumi.ResourceOptions.merge(opts, secret))
 
 
 __all__ = ["ROLLOUT_PLAYBOOK", "ClusterRollout", "ClusterRolloutArgs", "ClusterRolloutProvider", "Due", "due"]
