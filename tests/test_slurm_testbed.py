@@ -262,7 +262,9 @@ def test_imex_files_of_an_nvl72_rack_are_written_and_the_service_left_to_gpu_hos
     assert _kinds(events, "Imex | Install and start the IMEX service") == dict.fromkeys(HOSTS, "skipped")
 
 
-def test_the_rollout_is_per_cluster_and_stops_it_whole(sbed: SlurmBed, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_rollout_is_per_cluster_and_stops_it_whole(
+    sbed: SlurmBed, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The cluster's four hosts as two scalable units of two (two unit groups in its inventory), its upgrade
     policy batch_percent 25, max_fail_percentage 0; unit 0's second node fails its validation after the upgrade.
     The ClusterRollout's update, for real with the Slurm drain: one node of the cluster at a time in the
@@ -275,7 +277,8 @@ def test_the_rollout_is_per_cluster_and_stops_it_whole(sbed: SlurmBed, monkeypat
     bad = HOSTS[1]
 
     def inventory(broken: bool) -> str:
-        extra = {"gpu_validate_without_gpu": True, "gpu_validate_required": ["os_release"]}
+        extra: dict[str, Any] = {"gpu_validate_without_gpu": True, "gpu_validate_required": ["os_release"]}
+        extra["gpu_validate_report_dir"] = str(tmp_path)  # the report, out of the working tree
         extra["gpu_validate_os"] = "ubuntu-22.04"  # these hosts run Debian 12: the check fails
         host_vars = sbed.vars | ({bad: sbed.vars[bad] | extra} if broken else {})
         doc = build_inventory(sbed.site, size_site(sbed.site), host_vars=host_vars).data
@@ -309,6 +312,8 @@ def test_the_rollout_is_per_cluster_and_stops_it_whole(sbed: SlurmBed, monkeypat
     assert outs["failed_hosts"] == [bad]
     assert outs["rollout_pending"] == [bad, *units[1]]
     assert "batch 2 of 4: 1 of 1 nodes failed" in outs["stopped"]
+    report = json.loads((tmp_path / f"{bad}.json").read_text(encoding="utf-8"))
+    assert [c["status"] for c in report["checks"] if c["check"] == "os_release"] == ["failed"]
 
     def fjord_drains() -> list[str]:
         out = sbed.sh(f"sacctmgr --noheader --parsable2 list event start={since} format=NodeName,Reason")
