@@ -209,6 +209,28 @@ def test_the_rollout_records_what_it_powered_off(monkeypatch: pytest.MonkeyPatch
     assert (back["powered_off"], back["rollout_pending"]) == ([], [])
 
 
+def test_a_node_that_does_not_boot_is_not_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Power back on, batches of two: one node of the first batch does not come back; the other is validated
+    and returned, the one that did not boot counts against the budget and stops the cluster."""
+    upgraded: list[tuple[str, ...]] = []
+
+    def wait(self: Any, props: Any, batch: tuple[str, ...]) -> BatchOutcome:
+        return BatchOutcome(tuple(h for h in batch if h != HOSTS[1]), (), tuple(h for h in batch if h == HOSTS[1]))
+
+    def upgrade(self: Any, props: Any, batch: tuple[str, ...], reboot: bool) -> BatchOutcome:
+        upgraded.append(batch)
+        return BatchOutcome(batch, ())
+
+    monkeypatch.setattr(ClusterRolloutProvider, "_wait", wait)
+    monkeypatch.setattr(ClusterRolloutProvider, "_run", upgrade)
+    off = IN_SERVICE | {"power": "off", "powered_off": HOSTS, "rollout": POLICY | {"batch_percent": 50}}
+    outs = dict(ClusterRolloutProvider().update("dev/h100", off, off | {"power": "on"}).outs or {})
+    assert upgraded == [(HOSTS[0],)]
+    assert (outs["unreachable_hosts"], outs["rollout_pending"]) == ([HOSTS[1]], [HOSTS[1], *HOSTS[2:]])
+    assert outs["powered_off"] == HOSTS[1:]  # still to be returned
+    assert outs["boot_wait_pending"] is True
+
+
 # --- HostConfig: site.yml for new hosts and configuration, never the rollout -----------------------------------
 
 UNIT: dict[str, Any] = {

@@ -30,6 +30,9 @@ from fjord.sizing.site import size_site
 from fjord.spec.load import load_site
 from fjord.spec.models import Site
 from tests import testbed as tb
+from tests.conftest import emulated_bmcs
+from tests.redfish_lab import PASSWORD as BMC_PASSWORD
+from tests.redfish_lab import USERNAME, Emulator, fake_system
 from tests.test_hosts_testbed import TESTBED_VARS, _unavailable, air_gapped_site
 
 pytestmark = [pytest.mark.slow, pytest.mark.testbed]
@@ -341,30 +344,26 @@ def test_the_rollout_is_per_cluster_and_stops_it_whole(
     assert provider.diff("dev/h100", final, mended).changes is False
 
 
-def test_a_declared_power_off_drains_first(sbed: SlurmBed, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def slurm_bmcs() -> Iterator[Emulator]:
+    """A sushy-emulator serving one system per testbed host, under the host's name, powered on."""
+    yield from emulated_bmcs([fake_system(h, i, power="On") for i, h in enumerate(HOSTS)])
+
+
+def test_a_declared_power_off_drains_first(
+    sbed: SlurmBed, slurm_bmcs: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`bmc.power: off` on the Slurm cluster, whose BMCs are sushy-emulator systems named as its hosts: the
     ClusterRollout drains each batch (batch_percent 25: one node at a time; Slurm reason `fjord: power-off`,
     waiting for the node's jobs to end) and powers off exactly the nodes that drained. A node whose job outlasts
     its drain timeout is never powered off, its job keeps running, and the rollout stops: the node after it is
     neither drained nor powered off. Power back on: the nodes are powered on (the NodePool's part, done here
     through the BMC), and the rollout waits for them, validates them and returns them to service."""
-    import os
-
     from fjord.adapters import redfish as rf
     from fjord.providers.rollout import ClusterRolloutProvider
 
-    from .redfish_lab import PASSWORD as BMC_PASSWORD
-    from .redfish_lab import USERNAME, Emulator, fake_system
-
     monkeypatch.setenv("FJORD_ANSIBLE_STATE", str(sbed.settings.state_dir))
-    emulator = Emulator([fake_system(h, i, power="On") for i, h in enumerate(HOSTS)])
-    try:
-        emulator.start()
-    except (OSError, RuntimeError) as exc:
-        emulator.stop()
-        if os.environ.get("FJORD_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"sushy-emulator did not start: {exc}")
-        pytest.skip(f"sushy-emulator did not start: {exc}")
+    emulator = slurm_bmcs
     busy = HOSTS[2]
     host_vars = sbed.vars | {busy: sbed.vars[busy] | {"slurm_drain_timeout_s": 10}}
     bmc = {
@@ -427,14 +426,11 @@ def test_a_declared_power_off_drains_first(sbed: SlurmBed, monkeypatch: pytest.M
     finally:
         if job:
             sbed.sh(f"scancel {job}", check=False)
-        emulator.stop()
         for h in HOSTS:
             sbed.sh(f"scontrol update NodeName={h} State=RESUME", check=False)
 
 
 def _bmc_access(bmc: dict[str, Any]) -> tuple[Any, Any]:
     from fjord.adapters import redfish as rf
-
-    from .redfish_lab import PASSWORD as BMC_PASSWORD
 
     return rf.Credentials(bmc["username"], BMC_PASSWORD), rf.Options(retries=1, backoff_s=0.05, timeout_s=5)

@@ -171,11 +171,16 @@ class ClusterRolloutProvider(dyn.ResourceProvider):
         def run(batch: Batch) -> BatchOutcome:
             if work.power_off:
                 return self._power_off(news, batch)
-            if work.boot_wait:
-                booted = self._wait(news, batch)
-                if booted.failed or booted.unreachable or booted.error:
-                    return booted
-            return self._run(news, batch, work.reboot)
+            if not work.boot_wait:
+                return self._run(news, batch, work.reboot)
+            # Just powered on: the nodes that booted are validated and returned; the rest count as failed.
+            booted = self._wait(news, batch)
+            if booted.error or not booted.done:
+                return BatchOutcome((), booted.failed, booted.unreachable, booted.error)
+            rolled = self._run(news, booted.done, work.reboot)
+            return BatchOutcome(
+                rolled.done, rolled.failed + booted.failed, rolled.unreachable + booted.unreachable, rolled.error
+            )
 
         result = roll(work.batches, _policy(news).max_fail_percentage, run)
         outs = _outputs(news, result, work.reboot, work.boot_wait) | {"powered_off": powered_off(olds, news, result)}
