@@ -293,6 +293,11 @@ def test_one_rollout_per_cluster_which_every_unit_waits_for(registrations: list[
 
 def test_check_names_the_property_the_value_and_what_is_allowed() -> None:
     assert ClusterRolloutProvider().check({}, dict(IN_SERVICE)).failures == []
+    # Numbers come from the engine as floats: a whole one is fine, a fraction is not.
+    as_engine = IN_SERVICE | {"rollout": POLICY | {"batch_percent": 25.0, "max_fail_percentage": 0.0}}
+    assert ClusterRolloutProvider().check({}, as_engine).failures == []
+    half = IN_SERVICE | {"rollout": POLICY | {"batch_percent": 12.5}}
+    assert [f.property for f in ClusterRolloutProvider().check({}, half).failures] == ["rollout.batch_percent"]
     bad = IN_SERVICE | {"cluster": "", "rollout": POLICY | {"batch_percent": 0, "max_fail_percentage": 101}}
     problems = {f.property: f.reason for f in ClusterRolloutProvider().check({}, bad).failures}
     assert set(problems) == {"cluster", "rollout.batch_percent", "rollout.max_fail_percentage"}

@@ -138,7 +138,9 @@ def check_inputs(news: Mapping[str, Any]) -> list[tuple[str, str]]:
     else:
         for key, low in (("batch_percent", 1), ("max_fail_percentage", 0)):
             value = rollout.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 100:
+            # The engine hands numbers over as floats: a whole number is what counts.
+            number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+            if number is None or not float(number).is_integer() or not low <= number <= 100:
                 problems.append((f"rollout.{key}", f"is {value!r}; allowed: a whole number from {low} to 100"))
     hosts = news.get("hosts")
     if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
