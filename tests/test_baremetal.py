@@ -15,7 +15,7 @@ import logging
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from typer.testing import CliRunner
@@ -43,7 +43,7 @@ from .redfish_lab import (
 from .test_cli import write_stack
 
 pytestmark = pytest.mark.bmc
-NODES = [f"t-su000-n{i:03d}" for i in range(27)]
+NODES = [f"t-su000-n{i:03d}" for i in range(28)]
 EMULATED = [fake_system(n, i) for i, n in enumerate(NODES + DEV_NODES)]
 """The systems the module's emulator (the `emulator` fixture, tests/conftest.py) serves: the embedded dev site's
 nodes too, for the `fjord bmc` commands."""
@@ -230,6 +230,14 @@ def test_provider_partial_failure_then_rerun_converges(emulator: Emulator, proxy
     assert [again["state"][n]["actions"] for n in nodes] == [[]] * len(nodes)
 
 
+def set_power(emulator: Emulator, node: str, power: Literal["on", "off"]) -> None:
+    """The operator's own power action at the node's BMC (as `fjord bmc power-off --limit` does), waited for."""
+    want: Literal["On", "Off"] = "On" if power == "on" else "Off"
+    with rf.RedfishNode.open(target(emulator, node), CREDS, FAST) as bmc:
+        bmc.set_power(power)
+        assert bmc.wait_power(want, 60) == want
+
+
 @pytest.mark.slow
 def test_provider_virtual_media_boot_and_power_off_on_delete(emulator: Emulator, images: ImageServer) -> None:
     nodes = NODES[18:20]
@@ -247,8 +255,35 @@ def test_provider_virtual_media_boot_and_power_off_on_delete(emulator: Emulator,
         assert outs["state"][n]["boot"] == "Cd"
         assert "virtual-media" in outs["state"][n]["actions"]
         assert emulator.system(n)["Boot"]["BootSourceOverrideTarget"] == "Cd"
+    # The nodes were taken on and are on: in service. Removing them never powers them off undrained: the
+    # delete fails naming each with how to drain it, and nothing is powered off.
+    with pytest.raises(RuntimeError, match="2 of 2 nodes not powered off") as caught:
+        provider.delete("t-su000", outs)
+    for n in nodes:
+        assert f"{n}: in service" in str(caught.value)
+        assert f"drain.yml --limit {n}" in str(caught.value)
+    assert [emulator.system(n)["PowerState"] for n in nodes] == ["On", "On"]
+    assert BMC_PASSWORD not in str(caught.value)
+
+    # Drained and powered off by the operator (here: one of them): the rerun removes what is off and still
+    # refuses the other.
+    set_power(emulator, nodes[0], "off")
+    with pytest.raises(RuntimeError, match=f"1 of 2 nodes not powered off: {nodes[1]}: in service"):
+        provider.delete("t-su000", outs)
+    assert [emulator.system(n)["PowerState"] for n in nodes] == ["Off", "On"]
+    set_power(emulator, nodes[1], "off")
     provider.delete("t-su000", outs)
     assert [emulator.system(n)["PowerState"] for n in nodes] == ["Off", "Off"]
+
+
+@pytest.mark.slow
+def test_removed_nodes_never_taken_on_are_powered_off(emulator: Emulator) -> None:
+    # A node listed but never taken on (no record: its bootstrap never finished) is not in service: a unit's
+    # removal powers it off as bmc.on_delete says.
+    node = NODES[27]
+    set_power(emulator, node, "on")
+    BareMetalProvider().delete("t-su000", props({node: emulator.url}, on_delete="power-off"))
+    assert emulator.system(node)["PowerState"] == "Off"
 
 
 def test_provider_delete_names_nodes_it_could_not_power_off(emulator: Emulator) -> None:

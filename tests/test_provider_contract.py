@@ -112,7 +112,7 @@ def test_host_config_runs_ansible_on_the_unpacked_inventory(monkeypatch: pytest.
 
     monkeypatch.setattr(ansible, "run_playbook", fake_run)
     for value in (pack_inventory(plain_json), plain_json):
-        props = {"site": "dev", "group": "su_h100_000", "playbook": "site.yml", "inventory": value}
+        props = {"site": "dev", "group": "su_h100_000", "playbook": "site.yml", "inventory": value, "hosts": ["h1"]}
         props["inventory_digest"] = json_digest(plain_json)
         outs = HostConfigProvider().create(dict(props)).outs
         assert outs["inventory"] == value  # kept as registered: refresh and the next diff read it back

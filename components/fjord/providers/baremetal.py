@@ -406,21 +406,32 @@ class BareMetalProvider(dyn.ResourceProvider):
         }
 
     def power_off(self, props: Mapping[str, Any]) -> None:
-        """Power off every node of `props` (delete with on_delete 'power-off'); raise naming the nodes that
-        failed, so that the engine keeps the resource and a rerun tries again."""
+        """Power off every node of `props` (delete with on_delete 'power-off', or nodes removed from a unit);
+        raise naming the nodes that failed, so that the engine keeps the resource and a rerun tries again.
+
+        A node fjord took on (it has a record in `state`) that is still on is in service: it is never powered
+        off here, since nothing restarts a node that is not drained. It is named with how to drain it and power
+        it off; once it is off, the rerun finds it off and the removal goes through."""
         from fjord.adapters.redfish import run_bulk
 
         creds, options = _access(props)
         timeout = float(props["power_timeout_s"])
+        taken_on: Mapping[str, Any] = props.get("state") or {}
 
         def off(node: RedfishNode) -> str | None:
             if node.power() != "Off":
+                if node.target.node in taken_on:
+                    return "in service"
                 node.set_power("off")
                 return node.wait_power("Off", timeout)
             return "Off"
 
         outcomes = run_bulk(_targets(props), creds, options, off)
-        bad = [f"{o.error}" if o.error else f"{n}: power is {o.value}" for n, o in outcomes.items() if o.value != "Off"]
+
+        def why(n: str, value: object) -> str:
+            return refused_power_off(n) if value == "in service" else f"power is {value}"
+
+        bad = [f"{o.error}" if o.error else f"{n}: {why(n, o.value)}" for n, o in outcomes.items() if o.value != "Off"]
         if bad:
             raise RuntimeError(f"{len(bad)} of {len(outcomes)} nodes not powered off: " + "; ".join(bad))
 

@@ -848,7 +848,11 @@ class Bmc(_Spec):
     )
     on_delete: Literal["leave", "power-off"] = Field(
         default="leave",
-        description="What removing a scalable unit does to its nodes: leave them as they are, or power them off.",
+        description=(
+            "What removing a scalable unit (or nodes of one) does to its nodes: leave them as they are, or power"
+            " them off. A node in service (taken on by fjord and still on) is never powered off undrained: the"
+            " removal stops naming it until it is drained and off."
+        ),
     )
     endpoint: Annotated[str, _url(("http", "https"), "of one Redfish service")] | None = Field(
         default=None, description="Lab/emulator: every node's system is on this one Redfish service."
