@@ -96,7 +96,7 @@ def test_plan_scale_quick_run_prints_every_plan_row() -> None:
         "bare baseline",
     ]
     plan = rows[cases.index("plan dev")]
-    assert plan["count"] == "37 res"
+    assert plan["count"] == "38 res"  # dev: 37 resources and, since the per-cluster rollout, one ClusterRollout
     assert min(plan[k] for k in ("fjord_s", "base_s", "same_inproc_s", "own_work_s")) > 0
     assert all(r["base_s"] > 0 for r in rows[cases.index("plan dev") :])
     libs = rows[cases.index("  bare, same res. + libraries")]

@@ -157,3 +157,20 @@ def test_the_cli_rejects_bad_host_keys_before_the_engine(tmp_path: Path, monkeyp
         assert result.exit_code == 1, result.output
         assert says in result.stderr
         assert "hunter2" not in result.output
+
+
+def test_validate_rejects_what_up_would(tmp_path: Path) -> None:
+    """A stack file whose host keys `fjord up` refuses does not pass `fjord validate` either; a good one does."""
+    for extra, says in (
+        ({"fjord:hostVars": {"web-01": {}}}, "fjord:hostVars: 'web-01' is no host of site dev"),
+        ({"fjord:hostTags": ["bsae"]}, "fjord:hostTags[0]: is no tag of the playbooks; allowed: tags of the"),
+        ({"fjord:hostVars": {HOST: {"ansible_ssh_pass": "hunter2"}}}, "ansible_ssh_pass: holds a password"),
+    ):
+        write_stack(tmp_path, "lab", default_site() | {"name": "dev"}, extra)
+        result = runner.invoke(app, ["validate", "lab", "--stacks-dir", str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        assert says in result.stderr
+        assert "hunter2" not in result.output
+    write_stack(tmp_path, "lab", default_site() | {"name": "dev"}, {"fjord:hostTags": ["base"]})
+    result = runner.invoke(app, ["validate", "lab", "--stacks-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output

@@ -145,6 +145,8 @@ def test_what_the_plan_rejects_validate_rejects_with_the_same_problems(registrat
 
 # Layers `fjord validate` does not run: a rule there would reject a site only at plan, render or `pulumi up`.
 UNVALIDATED = ("components", "platform", "providers", "hosts", "program.py", "plan")
+# Modules of those layers that `fjord validate` does run (fjord.cli.common.check_stack_hosts).
+VALIDATED_TOO = ("hosts/stack_config.py",)
 
 
 def test_no_site_rule_lives_outside_spec_and_sizing() -> None:
@@ -155,6 +157,8 @@ def test_no_site_rule_lives_outside_spec_and_sizing() -> None:
     for top in UNVALIDATED:
         paths = [root / top] if top.endswith(".py") else sorted((root / top).rglob("*.py"))
         for path in paths:
+            if str(path.relative_to(root)) in VALIDATED_TOO:
+                continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Problem":
                     found.append(f"{path.relative_to(root)}:{node.lineno}")

@@ -149,6 +149,28 @@ def load_stack(stack: str, folder: Path | None) -> tuple[Site, SiteSize, str]:
         raise reject(exc.source or source, exc.lines()) from None
 
 
+def check_stack_hosts(stack: str, folder: Path | None, site: Site, size: SiteSize) -> None:
+    """How `fjord up` reaches the hosts and which roles it runs (`fjord:hostVars`, `fjord:hostTags`), checked as
+    the program and HostConfig check them; a rejected stack exits 1. `fjord validate` and the engine commands
+    run it, so that a stack file `fjord up` would refuse never validates."""
+    from fjord.hosts.stack_config import stack_host_tags, stack_host_vars
+    from fjord.providers.playbook import check_tags
+    from fjord.spec.errors import Problem
+    from fjord.spec.load import HOST_TAGS_KEY, HOST_VARS_KEY, read_stack, stacks_dir
+
+    source = f"stack {stack}"
+    try:
+        cfg = read_stack(stack, folder)
+        source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"
+        stack_host_vars(cfg.config.get(HOST_VARS_KEY), site, size, stacks_dir(folder))
+        tags = stack_host_tags(cfg.config.get(HOST_TAGS_KEY))
+        problems = check_tags(list(tags) if tags else None)
+        if problems:
+            raise SiteError([Problem(f"{HOST_TAGS_KEY}{k.removeprefix('tags')}", v, m) for k, v, m in problems])
+    except SiteError as exc:
+        raise reject(exc.source or source, exc.lines()) from None
+
+
 def stack_policy(
     stack: str, folder: Path | None, site: Site, size: SiteSize, policy_config: Path | None
 ) -> dict[str, Any]:

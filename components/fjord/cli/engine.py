@@ -26,6 +26,7 @@ from fjord.cli.common import (
     JsonFlag,
     StackArg,
     StacksDir,
+    check_stack_hosts,
     err,
     error_line,
     labelled,
@@ -106,26 +107,19 @@ def _site_backend(stack: str, folder: Path | None) -> tuple[str, dict[str, str]]
 def _check_stack(stack: str, folder: Path | None) -> None:
     """What the program checks before it registers anything, checked here first so that a rejected site exits 1
     without starting the engine: the site, and an allocation record that is present and current."""
-    from fjord.hosts.stack_config import stack_host_tags, stack_host_vars
-    from fjord.providers.playbook import check_tags
     from fjord.sizing.alloc import read as read_alloc
     from fjord.sizing.site import validate_site
-    from fjord.spec.errors import Problem
-    from fjord.spec.load import HOST_TAGS_KEY, HOST_VARS_KEY, read_stack, stacks_dir
+    from fjord.spec.load import read_stack, stacks_dir
 
     source = f"stack {stack}"
     try:
         cfg = read_stack(stack, folder)
         source = str(cfg.path) if cfg.path else source
         spec, size = validate_site(cfg.site, source, read_alloc(stack, stacks_dir(folder)), require_current=True)
-        # How the hosts are reached and which roles run: checked as the program and HostConfig check them.
-        stack_host_vars(cfg.config.get(HOST_VARS_KEY), spec, size, stacks_dir(folder))
-        tags = stack_host_tags(cfg.config.get(HOST_TAGS_KEY))
-        problems = check_tags(list(tags) if tags else None)
-        if problems:
-            raise SiteError([Problem(f"{HOST_TAGS_KEY}{k.removeprefix('tags')}", v, m) for k, v, m in problems])
     except SiteError as exc:
         raise reject(exc.source or source, exc.lines()) from None
+    # How the hosts are reached and which roles run: checked as the program and HostConfig check them.
+    check_stack_hosts(stack, folder, spec, size)
 
 
 def _project(project: Path | None, folder: Path | None) -> Path:

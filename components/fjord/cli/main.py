@@ -24,6 +24,7 @@ from fjord.cli.common import (
     PolicyConfig,
     StackArg,
     StacksDir,
+    check_stack_hosts,
     err,
     error_line,
     labelled,
@@ -62,6 +63,7 @@ def validate(stack: StackArg, stacks_dir_: StacksDir = None, policy_config: Poli
     """Check a site description against the model, the physical limits (power, space, addresses) and fjord's
     policy rules: exit 1 for a rejected site, 6 for a mandatory policy rule it fails, as `fjord plan` does."""
     site, size, source = load_stack(stack, stacks_dir_)
+    check_stack_hosts(stack, stacks_dir_, site, size)
     report = stack_policy(stack, stacks_dir_, site, size, policy_config)
     advisory = sum(len(r["violations"]) for r in report["results"] if r["status"] == "failed")
     if report["mandatory_failed"]:
