@@ -154,7 +154,6 @@ def check_stack_hosts(stack: str, folder: Path | None, site: Site, size: SiteSiz
     the program and HostConfig check them; a rejected stack exits 1. `fjord validate` and the engine commands
     run it, so that a stack file `fjord up` would refuse never validates."""
     from fjord.hosts.stack_config import stack_host_tags, stack_host_vars
-    from fjord.providers.playbook import check_tags
     from fjord.spec.errors import Problem
     from fjord.spec.load import HOST_TAGS_KEY, HOST_VARS_KEY, read_stack, stacks_dir
 
@@ -164,7 +163,12 @@ def check_stack_hosts(stack: str, folder: Path | None, site: Site, size: SiteSiz
         source = str(cfg.path) if cfg.path else f"{stack} (embedded default site)"
         stack_host_vars(cfg.config.get(HOST_VARS_KEY), site, size, stacks_dir(folder))
         tags = stack_host_tags(cfg.config.get(HOST_TAGS_KEY))
-        problems = check_tags(list(tags) if tags else None)
+        problems = []
+        if tags:
+            # Only where tags are set: the playbooks' tags are read by the provider module (it loads Pulumi).
+            from fjord.providers.playbook import check_tags
+
+            problems = check_tags(list(tags))
         if problems:
             raise SiteError([Problem(f"{HOST_TAGS_KEY}{k.removeprefix('tags')}", v, m) for k, v, m in problems])
     except SiteError as exc:
