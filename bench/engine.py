@@ -58,6 +58,20 @@ class Thing(dyn.Resource):
 """
 """The bare program's dynamic resource, in a module of its own: pickled by reference, as fjord's providers are."""
 
+PREVIEW = r"""
+opts = auto.LocalWorkspaceOptions(
+    work_dir=root,
+    pulumi_command=auto.PulumiCommand(root=str(Path(bin_dir).parent)),
+    env_vars={"PULUMI_BACKEND_URL": backend, "PULUMI_SKIP_UPDATE_CHECK": "true", "PYTHONPATH": root,
+              "PULUMI_RUNTIME_VIRTUALENV": sys.prefix, "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
+    secrets_provider="passphrase",
+)
+st = auto.create_or_select_stack(stack, project_name="@PROJECT@", program=program, opts=opts)
+res = st.preview(color="never", on_output=lambda _l: None)
+print(json.dumps({str(getattr(k, "value", k)): v for k, v in res.change_summary.items()}))
+"""
+"""The end both bare programs share: the same engine options, a preview, its change summary as JSON."""
+
 BARE_DATA = r"""
 import json, os, sys
 from pathlib import Path
@@ -92,17 +106,7 @@ def program():
     for k, v in data["exports"].items():
         pulumi.export(k, value(v))
 
-opts = auto.LocalWorkspaceOptions(
-    work_dir=root,
-    pulumi_command=auto.PulumiCommand(root=str(Path(bin_dir).parent)),
-    env_vars={"PULUMI_BACKEND_URL": backend, "PULUMI_SKIP_UPDATE_CHECK": "true", "PYTHONPATH": root,
-              "PULUMI_RUNTIME_VIRTUALENV": sys.prefix, "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
-    secrets_provider="passphrase",
-)
-st = auto.create_or_select_stack(stack, project_name="baredata", program=program, opts=opts)
-res = st.preview(color="never", on_output=lambda _l: None)
-print(json.dumps({str(getattr(k, "value", k)): v for k, v in res.change_summary.items()}))
-"""
+""" + PREVIEW.replace("@PROJECT@", "baredata")
 """The bare program registering fjord's data (see the module docstring); the same engine options as BARE."""
 
 BARE = r"""
@@ -120,17 +124,7 @@ def program():
     for i in range(int(dynamic)):
         Thing(f"d{i}", {"index": i, "payload": "x" * 64})
 
-opts = auto.LocalWorkspaceOptions(
-    work_dir=root,
-    pulumi_command=auto.PulumiCommand(root=str(Path(bin_dir).parent)),
-    env_vars={"PULUMI_BACKEND_URL": backend, "PULUMI_SKIP_UPDATE_CHECK": "true", "PYTHONPATH": root,
-              "PULUMI_RUNTIME_VIRTUALENV": sys.prefix, "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
-    secrets_provider="passphrase",
-)
-st = auto.create_or_select_stack(stack, project_name="bare", program=program, opts=opts)
-res = st.preview(color="never", on_output=lambda _l: None)
-print(json.dumps({str(getattr(k, "value", k)): v for k, v in res.change_summary.items()}))
-"""
+""" + PREVIEW.replace("@PROJECT@", "bare")
 
 
 def slurm_only(site: dict[str, Any]) -> dict[str, Any]:
