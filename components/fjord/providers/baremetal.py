@@ -36,7 +36,7 @@ encrypted, and no other output, record or error message contains it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -412,21 +412,7 @@ class BareMetalProvider(dyn.ResourceProvider):
         A node fjord took on (it has a record in `state`) that is still on is in service: it is never powered
         off here, since nothing restarts a node that is not drained. It is named with how to drain it and power
         it off; once it is off, the rerun finds it off and the removal goes through."""
-        from fjord.adapters.redfish import run_bulk
-
-        creds, options = _access(props)
-        timeout = float(props["power_timeout_s"])
-        taken_on: Mapping[str, Any] = props.get("state") or {}
-
-        def off(node: RedfishNode) -> str | None:
-            if node.power() != "Off":
-                if node.target.node in taken_on:
-                    return "in service"
-                node.set_power("off")
-                return node.wait_power("Off", timeout)
-            return "Off"
-
-        outcomes = run_bulk(_targets(props), creds, options, off)
+        outcomes = _power_off(props, list(props["nodes"]), keep_on=props.get("state") or {})
 
         def why(n: str, value: object) -> str:
             return refused_power_off(n) if value == "in service" else f"power is {value}"
@@ -445,23 +431,31 @@ class BareMetalProvider(dyn.ResourceProvider):
 
     def power_off_nodes(self, props: Mapping[str, Any], names: list[str]) -> dict[str, str]:
         """Power off `names` (drained by the caller) and wait for it; node -> error for each that did not land."""
-        from fjord.adapters.redfish import run_bulk
-
-        creds, options = _access(props)
-        timeout = float(props["power_timeout_s"])
-
-        def off(node: RedfishNode) -> str | None:
-            if node.power() != "Off":
-                node.set_power("off")
-                return node.wait_power("Off", timeout)
-            return "Off"
-
-        outcomes = run_bulk(_targets(props, names), creds, options, off)
+        outcomes = _power_off(props, names, keep_on=())
         return {
             n: (str(o.error) if o.error else f"power is {o.value} after asking for Off")
             for n, o in outcomes.items()
             if o.value != "Off"
         }
+
+
+def _power_off(props: Mapping[str, Any], names: list[str], keep_on: Container[str]) -> dict[str, Outcome[str | None]]:
+    """Power off each of `names` that is on and wait for it, except those in `keep_on` (nodes in service),
+    whose outcome value is "in service"; a node already off is "Off"."""
+    from fjord.adapters.redfish import run_bulk
+
+    creds, options = _access(props)
+    timeout = float(props["power_timeout_s"])
+
+    def off(node: RedfishNode) -> str | None:
+        if node.power() != "Off":
+            if node.target.node in keep_on:
+                return "in service"
+            node.set_power("off")
+            return node.wait_power("Off", timeout)
+        return "Off"
+
+    return run_bulk(_targets(props, names), creds, options, off)
 
 
 PROVIDER = BareMetalProvider()
